@@ -1,0 +1,63 @@
+"""What a data set gives the loop: in-memory tensors and a seeded batch order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    info: DataInfo
+    batch_size: int
+
+    def to(self, device: torch.device) -> DataBundle:
+        return DataBundle(
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.val_x.to(device),
+            self.val_y.to(device),
+            self.info,
+            self.batch_size,
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-len(self.train_x) // self.batch_size))
+
+
+class BatchOrder:
+    """Reshuffles every epoch from its own generator, so the order is repeatable from the seed."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._perm = torch.empty(0, dtype=torch.long)
+        self._pos = n
+
+    def next_indices(self) -> torch.Tensor:
+        if self._pos >= self.n:
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        batch = self._perm[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return batch
+
+    def batches(self, data: DataBundle) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = data.train_x.device
+        while True:
+            idx = self.next_indices().to(device)
+            yield data.train_x[idx], data.train_y[idx]

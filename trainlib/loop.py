@@ -1,0 +1,143 @@
+"""The training loop: builds every component from the registries and trains.
+
+Kept lean: the loss is summed on the device and read only at each log interval (no host-device
+synchronisation on every step), and metrics reach the sink in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from trainlib.checkpoint import save_weights
+from trainlib.components.optimizers import build_optimizer
+from trainlib.data import BatchOrder, DataBundle
+from trainlib.errors import Diverged
+from trainlib.registries import DATASETS, INITS, LOSSES, MODELS, SCHEDULES
+from trainlib.sink import Metric, NullSink, Sink
+from trainlib.spec import JobSpec, resolve, spec_hash, total_steps
+
+EVAL_CHUNK = 4096
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "stopped"]
+    step: int
+    total_steps: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loss_fn: nn.Module, data: DataBundle) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=data.val_x.device)
+    correct = torch.zeros((), device=data.val_x.device, dtype=torch.long)
+    n = len(data.val_x)
+    for start in range(0, n, EVAL_CHUNK):
+        x, y = data.val_x[start : start + EVAL_CHUNK], data.val_y[start : start + EVAL_CHUNK]
+        logits = model(x)
+        loss_sum += loss_fn(logits, y) * len(x)
+        correct += (logits.argmax(-1) == y).sum()
+    model.train(was_training)
+    return {"val_loss": loss_sum.item() / n, "val_accuracy": correct.item() / n}
+
+
+def train(
+    spec: JobSpec,
+    sink: Sink | None = None,
+    *,
+    out_dir: Path | None = None,
+    device: torch.device | None = None,
+) -> TrainResult:
+    """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir."""
+    sink = sink or NullSink()
+    device = device or pick_device(spec.train.device)
+    torch.manual_seed(spec.seed)
+
+    data: DataBundle = DATASETS.build(spec.data, seed=spec.seed).to(device)
+    model: nn.Module = MODELS.build(spec.model, data.info)
+    INITS.build(spec.init, model)
+    model.to(device).train()
+    optimizer = build_optimizer(spec.optimizer, model.parameters())
+    n_steps = total_steps(spec, data.steps_per_epoch)
+    scheduler = SCHEDULES.build(spec.schedule, optimizer, n_steps)
+    loss_fn: nn.Module = LOSSES.build(spec.loss)
+    batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
+    digest = spec_hash(resolve(spec))
+    cfg = spec.train
+
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    since_log = 0
+    last: dict[str, float] = {}
+    checkpoint: Path | None = None
+    step = 0
+
+    def save(at_step: int) -> Path | None:
+        if out_dir is None:
+            return None
+        meta = {"step": str(at_step), "spec_hash": digest}
+        path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
+        sink.on_checkpoint(at_step, path)
+        return path
+
+    while step < n_steps:
+        if sink.should_stop():
+            return TrainResult("stopped", step, n_steps, last, save(step))
+        x, y = next(batches)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm, foreach=True)
+        optimizer.step()
+        lr_used = float(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+        step += 1
+        loss_sum += loss.detach()
+        correct += (logits.detach().argmax(-1) == y).sum()
+        seen += len(y)
+        since_log += 1
+
+        points: dict[str, float] = {}
+        if step % cfg.log_every == 0 or step == n_steps:
+            mean_loss = loss_sum.item() / since_log
+            if not math.isfinite(mean_loss):
+                raise Diverged(step, mean_loss)
+            points.update(
+                loss=mean_loss,
+                accuracy=correct.item() / seen,
+                lr=lr_used,
+            )
+            loss_sum.zero_()
+            correct.zero_()
+            seen = since_log = 0
+        if step % cfg.eval_every == 0 or step == n_steps:
+            points.update(evaluate(model, loss_fn, data))
+        if points:
+            now = time.time()
+            sink.on_metrics([Metric(step, k, float(v), now) for k, v in points.items()])
+            sink.on_progress(step, n_steps)
+            last.update(points)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < n_steps:
+            checkpoint = save(step)
+
+    checkpoint = save(step)
+    return TrainResult("completed", step, n_steps, last, checkpoint)

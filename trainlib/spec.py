@@ -1,0 +1,199 @@
+"""The job spec: what a user submits, validated before anything is stored or run.
+
+Every component field is a union of the registered settings models, discriminated by `name`, so
+an unknown name is rejected with the list of valid ones, and unknown fields are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import trainlib.components  # noqa: F401  (registers the built-in components)
+from trainlib.registries import (
+    DATASETS,
+    INITS,
+    LOSSES,
+    MODELS,
+    OPTIMIZERS,
+    REGULARIZERS,
+    SCHEDULES,
+)
+from trainlib.registry import ComponentSettings, Registry
+
+
+def _union_of(registry: Registry) -> Any:
+    models = tuple(entry.settings for entry in registry.entries())
+    if not models:
+        return dict[str, Any]  # nothing registered yet: rejected by a validator below
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="name")]  # noqa: UP007
+
+
+if TYPE_CHECKING:  # the unions are built at import time from whatever is registered
+    OptimizerSpec: TypeAlias = ComponentSettings
+    ScheduleSpec: TypeAlias = ComponentSettings
+    LossSpec: TypeAlias = ComponentSettings
+    RegularizerSpec: TypeAlias = ComponentSettings
+    ModelSpec: TypeAlias = ComponentSettings
+    InitSpec: TypeAlias = ComponentSettings
+    DataSpec: TypeAlias = ComponentSettings
+else:
+    OptimizerSpec = _union_of(OPTIMIZERS)
+    ScheduleSpec = _union_of(SCHEDULES)
+    LossSpec = _union_of(LOSSES)
+    RegularizerSpec = _union_of(REGULARIZERS)
+    ModelSpec = _union_of(MODELS)
+    InitSpec = _union_of(INITS)
+    DataSpec = _union_of(DATASETS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainSettings(_Strict):
+    steps: int | None = Field(None, ge=1, le=10_000_000, description="optimizer steps")
+    epochs: int | None = Field(None, ge=1, le=100_000, description="or: passes over the data")
+    eval_every: int = Field(100, ge=1, description="validate every N steps (and at the end)")
+    log_every: int = Field(10, ge=1, description="report training metrics every N steps")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="write a checkpoint every N steps (always one at the end)"
+    )
+    precision: Literal["fp32"] = "fp32"
+    grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSettings:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of train.steps or train.epochs")
+        return self
+
+
+class Resources(_Strict):
+    gpus: Literal[0, 1, 2, 4, 8] = Field(0, description="GPUs on one worker")
+    max_runtime_s: int = Field(24 * 3600, ge=1, le=30 * 24 * 3600)
+    max_attempts: int = Field(3, ge=1, le=10)
+
+
+class JobSpec(_Strict):
+    """A training job: model, data, optimizer, schedule, loss and regularizers, by name."""
+
+    name: str = Field("job", min_length=1, max_length=200)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    data: DataSpec
+    model: ModelSpec
+    init: InitSpec = Field(default_factory=lambda: INITS.settings_for({"name": "default"}))
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec = Field(
+        default_factory=lambda: SCHEDULES.settings_for({"name": "constant"})
+    )
+    loss: LossSpec = Field(default_factory=lambda: LOSSES.settings_for({"name": "cross_entropy"}))
+    regularizers: list[RegularizerSpec] = Field(default_factory=list)
+    train: TrainSettings
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers_registered(cls, value: list[Any]) -> list[Any]:
+        if value and not len(REGULARIZERS):
+            raise ValueError("no regularizers are available in this version; remove them")
+        return value
+
+
+class SpecError(ValueError):
+    """A spec that failed validation, with one `(path, message)` per problem."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        lines = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+        super().__init__(f"invalid job spec: {lines}")
+
+
+_COMPONENT_FIELDS: dict[str, Registry] = {
+    "data": DATASETS,
+    "model": MODELS,
+    "init": INITS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "loss": LOSSES,
+    "regularizers": REGULARIZERS,
+}
+
+
+def _format_path(loc: tuple[int | str, ...], raw: Any) -> str:
+    """Dotted field path; drops the union tag pydantic puts in the location."""
+    path = ""
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and node.get("name") == part and part not in node:
+            continue  # the discriminator value, not a field
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return path or "(spec)"
+
+
+def _message(err: Any, raw: Any) -> str:
+    loc = err["loc"]
+    registry = _COMPONENT_FIELDS.get(str(loc[0])) if loc else None
+    unknown_name = err["type"] == "union_tag_invalid" or (
+        err["type"] == "literal_error" and loc and loc[-1] == "name" and len(loc) <= 3
+    )
+    if registry is not None and unknown_name:
+        tag = err.get("input")
+        if isinstance(tag, dict):
+            tag = tag.get("name")
+        return f"unknown {registry.kind} {tag!r}; valid names: {', '.join(registry.names())}"
+    if registry is not None and err["type"] == "union_tag_not_found":
+        return f"missing 'name'; valid names: {', '.join(registry.names())}"
+    if err["type"] == "missing":
+        return "field required"
+    if err["type"] == "extra_forbidden":
+        return "unknown field; remove it (check the spelling)"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def parse_spec(raw: Any) -> JobSpec:
+    """Validate a raw spec (a dict from JSON or YAML), raising SpecError with field paths."""
+    if not isinstance(raw, dict):
+        raise SpecError([{"path": "(spec)", "message": "a job spec must be a mapping"}])
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"path": _format_path(err["loc"], raw), "message": _message(err, raw)}
+            for err in exc.errors(include_url=False)
+        ]
+        raise SpecError(errors) from None
+
+
+def resolve(spec: JobSpec) -> dict[str, Any]:
+    """The spec with every default filled in, as plain JSON values."""
+    return spec.model_dump(mode="json")
+
+
+def spec_hash(resolved: dict[str, Any]) -> str:
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def total_steps(spec: JobSpec, steps_per_epoch: int) -> int:
+    if spec.train.steps is not None:
+        return spec.train.steps
+    assert spec.train.epochs is not None
+    return spec.train.epochs * steps_per_epoch
