@@ -1,4 +1,4 @@
-"""The private PostgreSQL and Redis servers of tests/support/services.py really work and clean up."""
+"""The private PostgreSQL and Redis servers of tests/support/services.py work and clean up."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def test_private_postgres_serves_and_cleans_up() -> None:
         assert port_is_open(server.host, server.port)
         with psycopg.connect(psycopg_conninfo(server.url), connect_timeout=5) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-            row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
-                               "WHERE rolname = current_user").fetchone()
+            row = conn.execute(
+                "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
             assert row == ("root", True)
         # the yielded URL is a base URL: a database name can be appended for SQLAlchemy
         with temporary_database(server.url) as db_url:
@@ -39,8 +40,9 @@ def test_private_postgres_serves_and_cleans_up() -> None:
                 conn.execute("INSERT INTO t VALUES (42)")
                 assert conn.execute("SELECT x FROM t").fetchone() == (42,)
         with psycopg.connect(psycopg_conninfo(server.url)) as conn:
-            gone = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
-                                (dbname,)).fetchone()
+            gone = conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone()
             assert gone == (0,)
         port, directory = server.port, server.directory
     assert not port_is_open("127.0.0.1", port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -62,8 +62,9 @@ class Registry:
         # The settings model gains `name: Literal[name]` so specs validate as a discriminated union.
         fields: dict[str, Any] = {"name": (Literal[name], name)}
         bases: tuple[type[Any], ...] = (settings, ComponentSettings)
-        tagged: type[ComponentSettings] = create_model(
-            f"{_camel(name)}{_camel(self.kind)}Settings", __base__=bases, **fields
+        model_name = f"{_camel(name)}{_camel(self.kind)}Settings"
+        tagged = cast(
+            "type[ComponentSettings]", create_model(model_name, __base__=bases, **fields)
         )
         tagged.__doc__ = settings.__doc__
 

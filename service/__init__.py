@@ -1,0 +1,1 @@
+"""What api/ and workers/ share: settings, database, job lifecycle, metrics, keys, storage."""

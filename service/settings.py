@@ -1,0 +1,49 @@
+"""The one settings object, read from REGIMEN_* environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REGIMEN_", env_file=".env", extra="ignore")
+
+    # Defaults are the embedded setup: SQLite and a filesystem broker under var/.
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = "filesystem://"
+    artifact_dir: Path | None = None
+    task_queue: str = "regimen"
+
+    lease_seconds: float = Field(60.0, gt=0, description="a running attempt's lease length")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often the supervisor renews it")
+    cancel_grace_seconds: float = Field(5.0, gt=0, description="SIGTERM, then SIGKILL after this")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
+    max_page_size: int = Field(200, gt=0)
+    max_metric_points: int = Field(10_000, gt=0)
+    worker_id: str = ""
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            # Plain postgresql:// means psycopg 3 here, not SQLAlchemy's psycopg2 default.
+            if self.database_url.startswith("postgresql://"):
+                return "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'regimen.db').resolve()}"
+
+    @cached_property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.var_dir / "artifacts").resolve()
+
+    @cached_property
+    def broker_dir(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
