@@ -8,6 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    REGIMEN_VAR_DIR=/var/lib/regimen \
     REGIMEN_ARTIFACT_DIR=/var/lib/regimen/artifacts
 
 # torch first, from the CPU wheel index (its own layer: large and rarely changing). The project's

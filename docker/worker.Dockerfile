@@ -13,6 +13,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
+    REGIMEN_VAR_DIR=/var/lib/regimen \
     REGIMEN_ARTIFACT_DIR=/var/lib/regimen/artifacts
 
 # Ubuntu 24.04's Python is 3.12 (the project needs >= 3.11); a venv because the system Python is

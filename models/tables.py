@@ -8,7 +8,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     Double,
     ForeignKey,
     Index,
@@ -20,10 +19,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, JsonType, utcnow
+from models.base import Base, JsonType, UtcDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-Timestamp = DateTime(timezone=True)
+Timestamp = UtcDateTime()
 
 
 class Team(Base):

@@ -63,9 +63,7 @@ class Registry:
         fields: dict[str, Any] = {"name": (Literal[name], name)}
         bases: tuple[type[Any], ...] = (settings, ComponentSettings)
         model_name = f"{_camel(name)}{_camel(self.kind)}Settings"
-        tagged = cast(
-            "type[ComponentSettings]", create_model(model_name, __base__=bases, **fields)
-        )
+        tagged = cast("type[ComponentSettings]", create_model(model_name, __base__=bases, **fields))
         tagged.__doc__ = settings.__doc__
 
         def decorator(builder: B) -> B:

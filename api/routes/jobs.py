@@ -1,0 +1,160 @@
+"""/v1/jobs: submit, validate, list, read, cancel, metrics, events, artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse
+
+from api.body import read_document
+from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
+from api.schemas import (
+    ArtifactOut,
+    EventOut,
+    JobDetail,
+    JobPage,
+    JobSummary,
+    MetricsOut,
+    Series,
+    ValidationOut,
+)
+from service import jobs as job_service
+from service.metrics import read_metrics
+from service.states import JobStatus
+from trainlib.estimate import estimate
+from trainlib.spec import parse_spec, resolve, spec_hash
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobDetail)
+async def submit_job(
+    request: Request,
+    response: Response,
+    team: TeamDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobDetail:
+    raw = await read_document(request, settings.max_body_bytes)
+    submitted = job_service.submit_job(
+        session, team_id=team.id, raw_spec=raw, idempotency_key=idempotency_key
+    )
+    session.commit()
+    if submitted.created:
+        queue.enqueue(submitted.job.id)  # after the commit: the database is the source of truth
+    else:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobDetail.of(submitted.job)
+
+
+@router.post("/validate", response_model=ValidationOut)
+async def validate_job(request: Request, team: TeamDep, settings: SettingsDep) -> ValidationOut:
+    spec = parse_spec(await read_document(request, settings.max_body_bytes))
+    resolved = resolve(spec)
+    return ValidationOut(
+        valid=True, resolved_spec=resolved, spec_hash=spec_hash(resolved), estimate=estimate(spec)
+    )
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    team: TeamDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    name: str | None = None,
+    created_after: datetime | None = None,
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    try:
+        page = job_service.list_jobs(
+            session,
+            team.id,
+            status=status_filter,
+            name=name,
+            created_after=created_after,
+            limit=min(limit, settings.max_page_size),
+            cursor=cursor,
+        )
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    return JobPage(jobs=[JobSummary.of(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobDetail)
+def get_job(job_id: uuid.UUID, team: TeamDep, session: SessionDep) -> JobDetail:
+    return JobDetail.of(job_service.get_job(session, job_id, team.id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobDetail)
+def cancel_job(job_id: uuid.UUID, team: TeamDep, session: SessionDep) -> JobDetail:
+    job = job_service.request_cancel(session, job_service.get_job(session, job_id, team.id))
+    session.commit()
+    return JobDetail.of(job)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut)
+def get_metrics(
+    job_id: uuid.UUID,
+    team: TeamDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: Annotated[list[str] | None, Query(description="series to return; all by default")] = None,
+    after_step: Annotated[int | None, Query(ge=0)] = None,
+    max_points: Annotated[int | None, Query(ge=1)] = None,
+) -> MetricsOut:
+    job_service.get_job(session, job_id, team.id)
+    points = min(max_points or settings.max_metric_points, settings.max_metric_points)
+    series = read_metrics(
+        session, job_id, names=name or (), after_step=after_step, max_points=points
+    )
+    return MetricsOut(
+        job_id=job_id,
+        series={
+            n: Series(steps=[s for s, _ in pts], values=[v for _, v in pts])
+            for n, pts in series.items()
+        },
+    )
+
+
+@router.get("/{job_id}/events/history", response_model=list[EventOut])
+def get_event_history(
+    job_id: uuid.UUID, team: TeamDep, session: SessionDep, after_id: int = 0
+) -> list[EventOut]:
+    job_service.get_job(session, job_id, team.id)
+    return [
+        EventOut.model_validate(e, from_attributes=True)
+        for e in job_service.list_events(session, job_id, after_id)
+    ]
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(
+    job_id: uuid.UUID, team: TeamDep, session: SessionDep, store: StoreDep
+) -> list[ArtifactOut]:
+    job_service.get_job(session, job_id, team.id)
+    return [
+        ArtifactOut(name=p.name, size_bytes=p.stat().st_size, modified_at=p.stat().st_mtime)
+        for p in store.list(job_id)
+    ]
+
+
+@router.get("/{job_id}/artifacts/{name}")
+def download_artifact(
+    job_id: uuid.UUID, name: str, team: TeamDep, session: SessionDep, store: StoreDep
+) -> FileResponse:
+    job_service.get_job(session, job_id, team.id)
+    try:
+        path = store.path(job_id, name)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {name!r}")
+    return FileResponse(path, filename=name, media_type="application/octet-stream")

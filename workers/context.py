@@ -1,0 +1,28 @@
+"""What one worker process holds for its lifetime: settings, engine, supervisor."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from dataclasses import dataclass
+
+from service.db import make_engine, make_session_factory
+from service.settings import Settings
+from service.storage import ArtifactStore
+from workers.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    supervisor: Supervisor
+
+
+@functools.cache
+def worker_context() -> WorkerContext:
+    settings = Settings()
+    owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    factory = make_session_factory(make_engine(settings))
+    store = ArtifactStore(settings.resolved_artifact_dir)
+    return WorkerContext(settings, Supervisor(settings, factory, store, owner))
