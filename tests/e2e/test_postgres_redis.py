@@ -1,0 +1,106 @@
+"""End to end as real processes: uvicorn + a Celery worker on the real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from safetensors import safe_open
+
+from tests.e2e.conftest import LiveService
+from tests.support.processes import REPO_ROOT, wait_job
+
+pytestmark = pytest.mark.e2e
+QUICKSTART = (REPO_ROOT / "examples" / "quickstart.yaml").read_bytes()
+YAML = {"Content-Type": "application/yaml"}
+
+
+@pytest.fixture
+def client(live_service: LiveService, team_key: tuple[str, str]) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {team_key[1]}"}
+    with httpx.Client(base_url=live_service.base_url, headers=headers, timeout=30) as client:
+        yield client
+
+
+def test_quickstart_trains_to_success(client: httpx.Client, live_service: LiveService) -> None:
+    created = client.post("/v1/jobs", content=QUICKSTART, headers=YAML)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+
+    job = wait_job(client, job_id, {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "succeeded", job
+    assert job["attempt"] == 1
+    assert job["progress"] == {"step": 600, "total": 600, "fraction": 1.0}
+
+    metrics = client.get(f"/v1/jobs/{job_id}/metrics").json()["series"]
+    assert metrics["val_accuracy"]["values"][-1] >= 0.95
+    for name, series in metrics.items():
+        steps = series["steps"]
+        assert all(a < b for a, b in zip(steps, steps[1:], strict=False)), name
+    assert metrics["loss"]["steps"][-1] == 600
+
+    events = client.get(f"/v1/jobs/{job_id}/events/history").json()
+    statuses = [e["status"] for e in events if e["kind"] == "status"]
+    assert statuses == ["queued", "running", "succeeded"]
+
+    names = {a["name"] for a in client.get(f"/v1/jobs/{job_id}/artifacts").json()}
+    assert "checkpoint.safetensors" in names
+    blob = client.get(f"/v1/jobs/{job_id}/artifacts/checkpoint.safetensors")
+    assert blob.status_code == 200
+    path = live_service.settings.var_dir / "downloaded.safetensors"
+    Path(path).write_bytes(blob.content)
+    with safe_open(str(path), framework="pt") as fh:
+        assert fh.metadata()["step"] == "600"
+        assert any(k.endswith("weight") for k in fh.keys())  # noqa: SIM118
+
+
+def test_cancel_running_job_ends_within_10_s(client: httpx.Client) -> None:
+    spec = QUICKSTART.replace(b"steps: 600", b"steps: 1000000")
+    job_id = client.post("/v1/jobs", content=spec, headers=YAML).json()["id"]
+    deadline = time.monotonic() + 90
+    while client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 0:
+        assert time.monotonic() < deadline, "the long job never started training"
+        time.sleep(0.3)
+
+    asked = time.monotonic()
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["cancel_requested"] is True
+    job = wait_job(client, job_id, {"cancelled", "failed", "succeeded"}, timeout=10)
+    assert job["status"] == "cancelled"
+    assert time.monotonic() - asked < 10
+    events = client.get(f"/v1/jobs/{job_id}/events/history").json()
+    assert [e["kind"] for e in events].count("cancel_requested") == 1
+
+
+def test_failed_job_keeps_reason_and_metrics(client: httpx.Client) -> None:
+    spec = (
+        b"data: {name: digits}\nmodel: {name: mlp, hidden: [512, 512]}\n"
+        b"optimizer: {name: sgd, lr: 10.0, momentum: 0.99}\n"
+        b"train: {steps: 3000, log_every: 5, eval_every: 1000}\n"
+    )
+    job_id = client.post("/v1/jobs", content=spec, headers=YAML).json()["id"]
+    job = wait_job(client, job_id, {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "failed", job
+    assert job["failure"]["reason"] == "diverged"
+    assert "learning rate" in job["failure"]["message"]
+
+
+def test_team_isolation(live_service: LiveService, client: httpx.Client, session_factory) -> None:
+    from service.auth import create_key
+    from service.db import transaction
+
+    job_id = client.post("/v1/jobs", content=QUICKSTART, headers=YAML).json()["id"]
+    with transaction(session_factory) as session:
+        other_key = create_key(session, "another-team-e2e")
+    other = httpx.Client(
+        base_url=live_service.base_url, headers={"Authorization": f"Bearer {other_key}"}
+    )
+    assert other.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert other.post(f"/v1/jobs/{job_id}/cancel").status_code == 404
+    assert other.get(f"/v1/jobs/{job_id}/metrics").status_code == 404
+    assert job_id not in {j["id"] for j in other.get("/v1/jobs").json()["jobs"]}
+    client.post(f"/v1/jobs/{job_id}/cancel")
