@@ -222,9 +222,9 @@ def test_grad_clip_norm_limits_sgd_updates() -> None:
     # With a tiny clip norm the weights barely move, so the loss stays near where it began.
     (_, clipped_first), (_, clipped_last) = clipped.series("loss")
     (_, free_first), (_, free_last) = free.series("loss")
-    assert clipped_first == pytest.approx(free_first, rel=0.05)
-    assert abs(clipped_last - clipped_first) < 0.01
+    assert abs(clipped_last - clipped_first) < 0.02
     assert free_last < free_first - 0.1
+    assert free_last < clipped_last - 0.1
 
 
 def test_quickstart_example_reaches_high_accuracy(tmp_path: Path) -> None:
