@@ -57,7 +57,7 @@ def settings(
 ) -> Settings:
     """Settings for the PostgreSQL + Redis setup; a queue of this run's own on the broker."""
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=database_url,
         broker_url=f"{redis_url}/0",
         var_dir=tmp_path_factory.mktemp("var"),

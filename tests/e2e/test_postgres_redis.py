@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_quickstart_trains_to_success(client: httpx.Client, live_service: LiveSe
     assert metrics["val_accuracy"]["values"][-1] >= 0.95
     for name, series in metrics.items():
         steps = series["steps"]
-        assert all(a < b for a, b in zip(steps, steps[1:], strict=False)), name
+        assert all(a < b for a, b in itertools.pairwise(steps)), name
     assert metrics["loss"]["steps"][-1] == 600
 
     events = client.get(f"/v1/jobs/{job_id}/events/history").json()
@@ -104,3 +105,24 @@ def test_team_isolation(live_service: LiveService, client: httpx.Client, session
     assert other.get(f"/v1/jobs/{job_id}/metrics").status_code == 404
     assert job_id not in {j["id"] for j in other.get("/v1/jobs").json()["jobs"]}
     client.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def test_python_sdk_submits_and_waits(live_service: LiveService, team_key: tuple[str, str]) -> None:
+    import yaml
+
+    from client import ApiError, Client
+
+    spec = yaml.safe_load(QUICKSTART)
+    spec["train"]["steps"] = 100
+    with Client(live_service.base_url, team_key[1]) as sdk:
+        job = sdk.wait(sdk.submit(spec, idempotency_key="sdk-1")["id"], timeout=120, poll=0.3)
+        assert job["status"] == "succeeded"
+        assert sdk.submit(spec, idempotency_key="sdk-1")["id"] == job["id"]
+        assert sdk.metrics(job["id"], "loss")["series"]["loss"]["steps"][-1] == 100
+        try:
+            sdk.submit({**spec, "optimizer": {"name": "lion"}})
+        except ApiError as exc:
+            assert exc.status_code == 422
+            assert "valid names: adam, adamw, sgd" in str(exc.detail)
+        else:
+            raise AssertionError("an unknown optimizer was accepted")

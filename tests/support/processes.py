@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,7 +45,9 @@ class Process:
 
 
 @contextlib.contextmanager
-def process(name: str, command: Sequence[str], env: dict[str, str], log_dir: Path) -> Iterator[Process]:
+def process(
+    name: str, command: Sequence[str], env: dict[str, str], log_dir: Path
+) -> Iterator[Process]:
     log = log_dir / f"{name}.log"
     with log.open("ab") as fh:
         popen = subprocess.Popen(
@@ -97,11 +100,11 @@ def worker_command(queue: str, node: str) -> list[str]:
 
 
 def wait_job(
-    client: httpx.Client, job_id: str, statuses: Sequence[str], timeout: float = 120.0
-) -> dict[str, object]:
+    client: httpx.Client, job_id: str, statuses: Collection[str], timeout: float = 120.0
+) -> dict[str, Any]:
     """Poll GET /v1/jobs/{id} until the job reaches one of `statuses`."""
     deadline = time.monotonic() + timeout
-    job: dict[str, object] = {}
+    job: dict[str, Any] = {}
     while time.monotonic() < deadline:
         response = client.get(f"/v1/jobs/{job_id}")
         response.raise_for_status()

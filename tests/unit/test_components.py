@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any
 
@@ -116,7 +117,9 @@ class Quadratic:
     def run_torch(self, spec: dict[str, Any]) -> list[np.ndarray]:
         w = nn.Parameter(torch.tensor(self.w0, dtype=torch.float64))
         U = nn.Parameter(torch.tensor(self.U0, dtype=torch.float64))
-        A, b, D, C = (torch.tensor(v, dtype=torch.float64) for v in (self.A, self.b, self.D, self.C))
+        A, b, D, C = (
+            torch.tensor(v, dtype=torch.float64) for v in (self.A, self.b, self.D, self.C)
+        )
         opt = build_optimizer(spec, [w, U])
         for _ in range(STEPS):
             opt.zero_grad()
@@ -258,7 +261,9 @@ def test_optimizer_state_dict_round_trip_is_bit_identical(spec: dict[str, Any]) 
     restart = build_optimizer(spec, clone2.parameters())
     step(model, opt)
     step(clone2, restart)
-    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), clone2.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(model.parameters(), clone2.parameters(), strict=True)
+    )
 
 
 # --- schedules --------------------------------------------------------------------------------
@@ -283,9 +288,7 @@ def cosine(t: float, min_ratio: float) -> float:
 
 def test_cosine_with_warmup_at_known_steps() -> None:
     warmup, total, min_ratio = 10, 110, 0.1
-    trace = lr_trace(
-        {"name": "cosine", "warmup_steps": warmup, "min_lr_ratio": min_ratio}, total
-    )
+    trace = lr_trace({"name": "cosine", "warmup_steps": warmup, "min_lr_ratio": min_ratio}, total)
     expected = {
         0: 1 / warmup,  # first step of linear warmup
         4: 5 / warmup,
@@ -299,9 +302,9 @@ def test_cosine_with_warmup_at_known_steps() -> None:
     for step, value in expected.items():
         assert trace[step] == pytest.approx(value, abs=1e-12), step
     # Warmup rises, decay falls monotonically and never goes below the floor.
-    assert all(a < b for a, b in zip(trace[:warmup], trace[1:warmup], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(trace[:warmup]))
     decay = trace[warmup:]
-    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(decay))
     assert min(trace) >= min_ratio - 1e-12
 
 
@@ -383,9 +386,7 @@ def test_mlp_layernorm_inserts_one_layernorm_per_hidden_layer() -> None:
 
 def test_mlp_norm_actually_normalizes_hidden_activations() -> None:
     torch.manual_seed(0)
-    model = MODELS.build(
-        {"name": "mlp", "hidden": [32], "norm": "layernorm"}, DataInfo((64,), 10)
-    )
+    model = MODELS.build({"name": "mlp", "hidden": [32], "norm": "layernorm"}, DataInfo((64,), 10))
     norm = next(m for m in model.modules() if isinstance(m, nn.LayerNorm))
     seen: list[torch.Tensor] = []
     norm.register_forward_hook(lambda _m, _i, out: seen.append(out))

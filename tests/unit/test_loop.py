@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_train_reports_metrics_and_progress(tmp_path: Path) -> None:
         by_name[m.name].append(m.step)
         assert math.isfinite(m.value)
     for name, steps in by_name.items():
-        assert all(a < b for a, b in zip(steps, steps[1:], strict=False)), name
+        assert all(a < b for a, b in itertools.pairwise(steps)), name
     assert by_name["loss"] == [10, 20, 30, 40, 50, 60]
     assert by_name["val_loss"] == [30, 60]
 

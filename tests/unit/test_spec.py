@@ -129,9 +129,9 @@ def _single_entry(registry: Registry) -> bool:
 
 MISSING_NAME_BUG = (
     "BUG trainlib/registry.py:63 gives the tagged settings a default name "
-    "(`(Literal[name], name)`) and spec.py:39-40 (_union_of) uses the bare model for a registry with "
-    "one entry, so a component without `name` is silently accepted as the only entry instead "
-    "of being rejected (and its meaning changes once a second entry is registered)"
+    "(`(Literal[name], name)`) and spec.py:39-40 (_union_of) uses the bare model for a "
+    "registry with one entry, so a component without `name` is silently accepted as the only "
+    "entry instead of being rejected (and its meaning changes once a second entry is registered)"
 )
 
 
