@@ -137,6 +137,8 @@ def train(
             sink.on_progress(step, n_steps)
             last.update(points)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < n_steps:
+            if since_log and not torch.isfinite(loss_sum):  # never checkpoint diverged weights
+                raise Diverged(step, loss_sum.item())
             checkpoint = save(step)
 
     checkpoint = save(step)

@@ -60,7 +60,7 @@ class Registry:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         # The settings model gains `name: Literal[name]` so specs validate as a discriminated union.
-        fields: dict[str, Any] = {"name": (Literal[name], name)}
+        fields: dict[str, Any] = {"name": (Literal[name], ...)}
         bases: tuple[type[Any], ...] = (settings, ComponentSettings)
         model_name = f"{_camel(name)}{_camel(self.kind)}Settings"
         tagged = cast("type[ComponentSettings]", create_model(model_name, __base__=bases, **fields))

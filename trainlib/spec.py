@@ -36,8 +36,6 @@ def _union_of(registry: Registry) -> Any:
     models = tuple(entry.settings for entry in registry.entries())
     if not models:
         return dict[str, Any]  # nothing registered yet: rejected by a validator below
-    if len(models) == 1:
-        return models[0]
     return Annotated[Union[models], Field(discriminator="name")]  # noqa: UP007
 
 

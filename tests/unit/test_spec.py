@@ -123,42 +123,15 @@ def test_unknown_component_name_lists_valid_names(field: str, registry: Registry
         assert name in err["message"]
 
 
-def _single_entry(registry: Registry) -> bool:
-    return len(registry) == 1
-
-
-MISSING_NAME_BUG = (
-    "BUG trainlib/registry.py:63 gives the tagged settings a default name "
-    "(`(Literal[name], name)`) and spec.py:39-40 (_union_of) uses the bare model for a "
-    "registry with one entry, so a component without `name` is silently accepted as the only "
-    "entry instead of being rejected (and its meaning changes once a second entry is registered)"
-)
-
-
 @pytest.mark.parametrize(
     ("field", "registry"),
     [
         pytest.param("optimizer", OPTIMIZERS, id="optimizer"),
         pytest.param("schedule", SCHEDULES, id="schedule"),
         pytest.param("init", INITS, id="init"),
-        pytest.param(
-            "model",
-            MODELS,
-            id="model",
-            marks=pytest.mark.xfail(_single_entry(MODELS), strict=True, reason=MISSING_NAME_BUG),
-        ),
-        pytest.param(
-            "data",
-            DATASETS,
-            id="data",
-            marks=pytest.mark.xfail(_single_entry(DATASETS), strict=True, reason=MISSING_NAME_BUG),
-        ),
-        pytest.param(
-            "loss",
-            LOSSES,
-            id="loss",
-            marks=pytest.mark.xfail(_single_entry(LOSSES), strict=True, reason=MISSING_NAME_BUG),
-        ),
+        pytest.param("model", MODELS, id="model"),
+        pytest.param("data", DATASETS, id="data"),
+        pytest.param("loss", LOSSES, id="loss"),
     ],
 )
 def test_missing_component_name_is_rejected(field: str, registry: Registry) -> None:

@@ -41,7 +41,8 @@ def build_digits(s: DigitsSettings, seed: int) -> DataBundle:
     train_idx, val_idx = split_indices(len(x), s.val_fraction, seed)
     # Standardize with training statistics only, so validation stays unseen.
     mean = x[train_idx].mean(0)
-    std = x[train_idx].std(0).clamp_min(1e-3)
+    std = x[train_idx].std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # constant pixels: scale 1, as sklearn
     x = (x - mean) / std
     shape: tuple[int, ...] = (64,)
     if not s.flatten:
