@@ -13,9 +13,9 @@ import time
 import torch
 from torch import nn
 
-from trainlib.components.optimizers import build_optimizer
 from trainlib.data import BatchOrder
 from trainlib.loop import train
+from trainlib.optim.build import build_optimizer
 from trainlib.registries import DATASETS, LOSSES, MODELS
 from trainlib.sink import NullSink
 from trainlib.spec import parse_spec

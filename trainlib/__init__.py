@@ -3,8 +3,8 @@
 Imports torch, never the database or Celery: `python -m trainlib run spec.yaml` trains locally.
 """
 
-from trainlib.components.optimizers import build_optimizer
 from trainlib.loop import TrainResult, train
+from trainlib.optim.build import build_optimizer
 from trainlib.registries import ALL as REGISTRIES
 from trainlib.registry import Registry
 from trainlib.sink import CollectingSink, Metric, NullSink, Sink

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from trainlib.checkpoint import save_weights
-from trainlib.components.optimizers import build_optimizer
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
+from trainlib.optim.build import build_optimizer
 from trainlib.registries import DATASETS, INITS, LOSSES, MODELS, SCHEDULES
 from trainlib.sink import Metric, NullSink, Sink
 from trainlib.spec import JobSpec, resolve, spec_hash, total_steps
+from trainlib.step import evaluation_weights, train_step
 
 EVAL_CHUNK = 4096
 
@@ -73,7 +74,7 @@ def train(
     model: nn.Module = MODELS.build(spec.model, data.info)
     INITS.build(spec.init, model)
     model.to(device).train()
-    optimizer = build_optimizer(spec.optimizer, model.parameters())
+    optimizer = build_optimizer(spec.optimizer, model)
     n_steps = total_steps(spec, data.steps_per_epoch)
     scheduler = SCHEDULES.build(spec.schedule, optimizer, n_steps)
     loss_fn: nn.Module = LOSSES.build(spec.loss)
@@ -93,7 +94,8 @@ def train(
         if out_dir is None:
             return None
         meta = {"step": str(at_step), "spec_hash": digest}
-        path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
+        with evaluation_weights(optimizer):
+            path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
         sink.on_checkpoint(at_step, path)
         return path
 
@@ -101,13 +103,7 @@ def train(
         if sink.should_stop():
             return TrainResult("stopped", step, n_steps, last, save(step))
         x, y = next(batches)
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm, foreach=True)
-        optimizer.step()
+        loss, logits = train_step(model, optimizer, x, y, loss_fn)
         lr_used = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
         step += 1
@@ -130,7 +126,8 @@ def train(
             correct.zero_()
             seen = since_log = 0
         if step % cfg.eval_every == 0 or step == n_steps:
-            points.update(evaluate(model, loss_fn, data))
+            with evaluation_weights(optimizer):
+                points.update(evaluate(model, loss_fn, data))
         if points:
             now = time.time()
             sink.on_metrics([Metric(step, k, float(v), now) for k, v in points.items()])

@@ -70,7 +70,6 @@ class TrainSettings(_Strict):
         None, ge=1, description="write a checkpoint every N steps (always one at the end)"
     )
     precision: Literal["fp32"] = "fp32"
-    grad_clip_norm: float | None = Field(None, gt=0, description="clip the global gradient norm")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
@@ -102,6 +101,32 @@ class JobSpec(_Strict):
     regularizers: list[RegularizerSpec] = Field(default_factory=list)
     train: TrainSettings
     resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grad_clip_alias(cls, data: Any) -> Any:
+        """`train.grad_clip_norm` is shorthand for `optimizer.clip.norm` (a wrapper's base)."""
+        if not (isinstance(data, dict) and isinstance(data.get("train"), dict)):
+            return data
+        if "grad_clip_norm" not in data["train"]:
+            return data
+        data = dict(data)
+        train = dict(data["train"])
+        value = train.pop("grad_clip_norm")
+        data["train"] = train
+        if value is None or not isinstance(data.get("optimizer"), dict):
+            return data
+        optimizer = dict(data["optimizer"])
+        target = optimizer
+        if isinstance(optimizer.get("base"), dict):
+            target = optimizer["base"] = dict(optimizer["base"])
+        clip = dict(target.get("clip") or {})
+        if clip.get("norm") not in (None, value):
+            raise ValueError("set train.grad_clip_norm or optimizer.clip.norm, not both")
+        clip["norm"] = value
+        target["clip"] = clip
+        data["optimizer"] = optimizer
+        return data
 
     @field_validator("regularizers")
     @classmethod

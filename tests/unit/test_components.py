@@ -24,7 +24,7 @@ from trainlib.spec import SpecError, parse_spec
 
 
 def test_build_adamw_returns_torch_adamw_with_settings() -> None:
-    params = [nn.Parameter(torch.zeros(3))]
+    params = [nn.Parameter(torch.zeros(3, 2))]
     opt = build_optimizer(
         {"name": "adamw", "lr": 3e-3, "betas": [0.8, 0.95], "weight_decay": 0.05, "eps": 1e-6},
         params,
@@ -50,7 +50,15 @@ def test_build_optimizer_by_name(name: str, cls: type[torch.optim.Optimizer]) ->
 
 def test_build_sgd_with_momentum_and_nesterov() -> None:
     opt = build_optimizer(
-        {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+        {
+            "name": "sgd",
+            "groups": {"no_decay": []},  # decay every tensor, as the reference does
+            "lr": 0.2,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 1e-4,
+            "groups": {"no_decay": []},
+        },
         [nn.Parameter(torch.zeros(2))],
     )
     group = opt.param_groups[0]
@@ -177,6 +185,7 @@ def test_adamw_matches_numpy_reference() -> None:
     hp = {"lr": 0.05, "b1": 0.9, "b2": 0.99, "eps": 1e-8, "wd": 0.1}
     spec = {
         "name": "adamw",
+        "groups": {"no_decay": []},  # decay every tensor, as the reference does
         "lr": hp["lr"],
         "betas": [hp["b1"], hp["b2"]],
         "eps": hp["eps"],
@@ -197,6 +206,7 @@ def test_adam_matches_numpy_reference_with_coupled_decay() -> None:
     hp = {"lr": 0.03, "b1": 0.85, "b2": 0.995, "eps": 1e-8, "wd": 0.05}
     spec = {
         "name": "adam",
+        "groups": {"no_decay": []},  # decay every tensor, as the reference does
         "lr": hp["lr"],
         "betas": [hp["b1"], hp["b2"]],
         "eps": hp["eps"],
@@ -210,6 +220,7 @@ def test_sgd_momentum_matches_numpy_reference(nesterov: bool) -> None:
     q = Quadratic()
     spec = {
         "name": "sgd",
+        "groups": {"no_decay": []},  # decay every tensor, as the reference does
         "lr": 0.02,
         "momentum": 0.9,
         "nesterov": nesterov,

@@ -67,7 +67,8 @@ def test_minimal_spec_parses_and_resolves_every_default() -> None:
     assert train["epochs"] is None
     assert train["precision"] == "fp32"
     assert train["device"] == "auto"
-    assert train["grad_clip_norm"] is None
+    assert "grad_clip_norm" not in train  # an alias, resolved into optimizer.clip.norm
+    assert resolved["optimizer"]["clip"] is None
     assert train["checkpoint_every"] is None
     assert train["eval_every"] >= 1
     assert train["log_every"] >= 1

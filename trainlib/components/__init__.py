@@ -1,5 +1,6 @@
 """Importing this package registers every built-in component."""
 
-from trainlib.components import datasets, inits, losses, models, optimizers, schedules
+import trainlib.optim  # noqa: F401  (optimizers live in their own package)
+from trainlib.components import datasets, inits, losses, models, schedules
 
-__all__ = ["datasets", "inits", "losses", "models", "optimizers", "schedules"]
+__all__ = ["datasets", "inits", "losses", "models", "schedules"]
