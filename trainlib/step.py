@@ -53,7 +53,7 @@ def train_step(
             loss_fn(model(x), y).backward()
         optimizer.second_step()  # type: ignore[attr-defined]
     elif getattr(optimizer, "needs_loss", False):
-        optimizer.step(loss=loss.detach())  # type: ignore[call-arg]
+        optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
     else:
         optimizer.step()
     return loss, logits

@@ -1,4 +1,4 @@
-"""`build_optimizer(spec, params)`: settings -> parameter groups -> optimizer -> gradient clipping."""
+"""`build_optimizer(spec, params)`: settings, parameter groups, optimizer, gradient clipping."""
 
 from __future__ import annotations
 

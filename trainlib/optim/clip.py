@@ -11,9 +11,9 @@ from trainlib.optim.base import ClipSettings
 
 def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
     """One norm per output unit (dim 0 in torch's layout); vectors and scalars get one norm."""
-    if x.ndim <= 1:
-        return x.norm(2)
-    return x.norm(2, dim=tuple(range(1, x.ndim)), keepdim=True)
+    dims = None if x.ndim <= 1 else tuple(range(1, x.ndim))
+    norm: torch.Tensor = torch.linalg.vector_norm(x, dim=dims, keepdim=x.ndim > 1)
+    return norm
 
 
 @torch.no_grad()

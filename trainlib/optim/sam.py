@@ -71,7 +71,7 @@ class AsamSettings(_SamBase):
 
 
 class SAM(torch.optim.Optimizer):
-    """Wraps a built base optimizer; shares its param groups and state (checkpointed as the base's)."""
+    """Wraps a built base optimizer, sharing its param groups and state (saved as the base's)."""
 
     two_pass = True
 
@@ -103,7 +103,10 @@ class SAM(torch.optim.Optimizer):
     def first_step(self) -> None:
         """Move to w + ε̂ (from the gradient of the first pass)."""
         ops = self._scale_operator()
-        scaled = [p.grad if t is None else t * p.grad for p, t in ops.items()]
+        scaled: list[torch.Tensor] = []
+        for p, t in ops.items():
+            assert p.grad is not None
+            scaled.append(p.grad if t is None else t * p.grad)
         if not scaled:
             return
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(scaled)))
@@ -122,7 +125,7 @@ class SAM(torch.optim.Optimizer):
         self._perturbation = {}
         self.base.step()
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Standalone use: `closure` re-evaluates the loss and calls backward()."""
         if closure is None:
             raise ValueError("SAM needs a closure that recomputes the loss and calls backward()")
@@ -149,7 +152,8 @@ class SAM(torch.optim.Optimizer):
     "sam",
     settings=SamSettings,
     summary="Sharpness-Aware Minimization around any base optimizer (two passes per step)",
-    paper="Sharpness-Aware Minimization for Efficiently Improving Generalization (Foret et al., 2021)",
+    paper="Sharpness-Aware Minimization for Efficiently Improving Generalization "
+    "(Foret et al., 2021)",
 )
 def build_sam(s: SamSettings, params: nn.Module | Iterable[Any]) -> torch.optim.Optimizer:
     return SAM(build_optimizer(s.base, params), s.rho)
