@@ -1,0 +1,192 @@
+"""Shared fixtures for optimizer tests: a fixed small problem, trajectories, properties.
+
+The reference problem is a separable quadratic L(θ) = Σ ½ a ⊙ (θ − c)² over three tensors of
+different shapes (a matrix, a vector, a 4-D kernel) in float64, so a NumPy reference needs no
+autograd: the gradient is a ⊙ (θ − c) and the loss is known in closed form.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainlib import build_optimizer
+from trainlib.step import evaluation_weights
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Problem:
+    init: Arrays
+    a: Arrays
+    c: Arrays
+
+    def grad(self, theta: Arrays) -> Arrays:
+        return {k: self.a[k] * (theta[k] - self.c[k]) for k in theta}
+
+    def loss(self, theta: Arrays) -> float:
+        return float(sum((0.5 * self.a[k] * (theta[k] - self.c[k]) ** 2).sum() for k in theta))
+
+
+def quadratic_problem(seed: int = 0) -> Problem:
+    rng = np.random.default_rng(seed)
+    shapes = {"layer.weight": (4, 3), "layer.bias": (4,), "conv.weight": (2, 3, 2, 2)}
+    init = {k: rng.normal(size=s) for k, s in shapes.items()}
+    a = {k: rng.uniform(0.5, 3.0, size=s) for k, s in shapes.items()}
+    c = {k: rng.normal(scale=0.5, size=s) for k, s in shapes.items()}
+    return Problem(init, a, c)
+
+
+def with_uniform_decay(spec: dict[str, Any]) -> dict[str, Any]:
+    """References decay every tensor alike: switch off the no-decay groups unless given."""
+    spec = copy.deepcopy(spec)
+    target = spec["base"] if "base" in spec else spec
+    target.setdefault("groups", {"no_decay": []})
+    return spec
+
+
+def make_params(problem: Problem) -> list[tuple[str, nn.Parameter]]:
+    return [(k, nn.Parameter(torch.tensor(v, dtype=torch.float64))) for k, v in problem.init.items()]
+
+
+def step_once(
+    optimizer: torch.optim.Optimizer, params: list[tuple[str, nn.Parameter]], problem: Problem
+) -> float:
+    """One step on the problem, in whatever form the optimizer needs (loss, closure, two passes)."""
+    a = {k: torch.tensor(v, dtype=torch.float64) for k, v in problem.a.items()}
+    c = {k: torch.tensor(v, dtype=torch.float64) for k, v in problem.c.items()}
+
+    def closure() -> torch.Tensor:
+        loss = sum((0.5 * a[k] * (p - c[k]) ** 2).sum() for k, p in params)
+        assert isinstance(loss, torch.Tensor)
+        loss.backward()
+        return loss
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = closure()
+    if getattr(optimizer, "two_pass", False):
+        optimizer.step(closure)
+    elif getattr(optimizer, "needs_loss", False):
+        optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
+    else:
+        optimizer.step()
+    return float(loss.detach())
+
+
+def trajectory(spec: dict[str, Any], problem: Problem, steps: int) -> list[Arrays]:
+    """Parameters after each of `steps` steps (evaluation weights for schedule-free)."""
+    params = make_params(problem)
+    optimizer = build_optimizer(spec, params)
+    out: list[Arrays] = []
+    for _ in range(steps):
+        step_once(optimizer, params, problem)
+        with evaluation_weights(optimizer):
+            out.append({k: p.detach().numpy().copy() for k, p in params})
+    return out
+
+
+def assert_matches_reference(
+    ours: list[Arrays], reference: list[Arrays], rtol: float = 1e-6, atol: float = 1e-12
+) -> None:
+    assert len(ours) == len(reference)
+    for step, (mine, theirs) in enumerate(zip(ours, reference, strict=True), start=1):
+        for k in theirs:
+            np.testing.assert_allclose(
+                mine[k], theirs[k], rtol=rtol, atol=atol, err_msg=f"step {step}, {k}"
+            )
+
+
+def assert_resumes_bit_identically(
+    spec: dict[str, Any], problem: Problem, stop_at: int = 5, total: int = 12
+) -> None:
+    """Stop at step k, rebuild from a state_dict copy, continue: bit-identical at step N."""
+    params = make_params(problem)
+    optimizer = build_optimizer(spec, params)
+    for _ in range(total):
+        step_once(optimizer, params, problem)
+    uninterrupted = {k: p.detach().clone() for k, p in params}
+
+    params = make_params(problem)
+    optimizer = build_optimizer(spec, params)
+    for _ in range(stop_at):
+        step_once(optimizer, params, problem)
+    saved_state = copy.deepcopy(optimizer.state_dict())
+    saved_params = {k: p.detach().clone() for k, p in params}
+
+    resumed = [(k, nn.Parameter(saved_params[k].clone())) for k, _ in params]
+    optimizer = build_optimizer(spec, resumed)
+    optimizer.load_state_dict(saved_state)
+    for _ in range(total - stop_at):
+        step_once(optimizer, resumed, problem)
+    for k, p in resumed:
+        assert torch.equal(p.detach(), uninterrupted[k]), f"{k} differs after resuming"
+
+
+@dataclass
+class Convergence:
+    name: str
+    x0: list[float]
+    loss: Callable[[torch.Tensor], torch.Tensor]
+    target: float
+    history: list[float] = field(default_factory=list)
+
+
+def rosenbrock(x: torch.Tensor) -> torch.Tensor:
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def beale(x: torch.Tensor) -> torch.Tensor:
+    u, v = x[0], x[1]
+    return (
+        (1.5 - u + u * v) ** 2 + (2.25 - u + u * v**2) ** 2 + (2.625 - u + u * v**3) ** 2
+    )
+
+
+def logistic_data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    y = (x @ torch.tensor([2.0, -1.0], dtype=torch.float64) + 0.3 > 0).double()
+    return x, y
+
+
+def minimise(
+    spec: dict[str, Any], loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: list[float], steps: int
+) -> float:
+    """Run `steps` steps from x0 (one 2-D parameter tensor); returns the final loss."""
+    x = nn.Parameter(torch.tensor(x0, dtype=torch.float64))
+    optimizer = build_optimizer(spec, [("x", x)])
+    for _ in range(steps):
+
+        def closure() -> torch.Tensor:
+            loss = loss_fn(x)
+            loss.backward()
+            return loss
+
+        optimizer.zero_grad(set_to_none=True)
+        loss = closure()
+        if getattr(optimizer, "two_pass", False):
+            optimizer.step(closure)
+        elif getattr(optimizer, "needs_loss", False):
+            optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
+        else:
+            optimizer.step()
+    with evaluation_weights(optimizer), torch.no_grad():
+        return float(loss_fn(x))
+
+
+def logistic_loss() -> Callable[[torch.Tensor], torch.Tensor]:
+    """Two-class logistic regression on fixed data; the parameter is [w1, w2, b]."""
+    x, y = logistic_data()
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        logits = x @ theta[:2] + theta[2]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+
+    return loss
