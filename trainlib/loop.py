@@ -18,6 +18,7 @@ from torch import nn
 from trainlib.checkpoint import save_weights
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
+from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
 from trainlib.registries import DATASETS, INITS, LOSSES, MODELS, SCHEDULES
 from trainlib.sink import Metric, NullSink, Sink
@@ -76,7 +77,7 @@ def train(
     model.to(device).train()
     optimizer = build_optimizer(spec.optimizer, model)
     n_steps = total_steps(spec, data.steps_per_epoch)
-    scheduler = SCHEDULES.build(spec.schedule, optimizer, n_steps)
+    scheduler = SCHEDULES.build(spec.schedule, innermost(optimizer), n_steps)
     loss_fn: nn.Module = LOSSES.build(spec.loss)
     batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
     digest = spec_hash(resolve(spec))

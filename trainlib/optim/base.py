@@ -89,3 +89,10 @@ def use_foreach(foreach: bool | None, params: Iterable[torch.Tensor]) -> bool:
     if foreach is not None:
         return foreach
     return all(not p.is_sparse for p in params)
+
+
+def innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer that really steps: a wrapper's base (schedulers attach to it)."""
+    while isinstance(getattr(optimizer, "base", None), torch.optim.Optimizer):
+        optimizer = optimizer.base  # type: ignore[attr-defined]
+    return optimizer
