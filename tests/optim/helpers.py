@@ -47,13 +47,14 @@ def quadratic_problem(seed: int = 0) -> Problem:
 def with_uniform_decay(spec: dict[str, Any]) -> dict[str, Any]:
     """References decay every tensor alike: switch off the no-decay groups unless given."""
     spec = copy.deepcopy(spec)
-    target = spec["base"] if "base" in spec else spec
+    target = spec.get("base", spec)
     target.setdefault("groups", {"no_decay": []})
     return spec
 
 
 def make_params(problem: Problem) -> list[tuple[str, nn.Parameter]]:
-    return [(k, nn.Parameter(torch.tensor(v, dtype=torch.float64))) for k, v in problem.init.items()]
+    items = problem.init.items()
+    return [(k, nn.Parameter(torch.tensor(v, dtype=torch.float64))) for k, v in items]
 
 
 def step_once(
@@ -157,7 +158,10 @@ def logistic_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def minimise(
-    spec: dict[str, Any], loss_fn: Callable[[torch.Tensor], torch.Tensor], x0: list[float], steps: int
+    spec: dict[str, Any],
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    x0: list[float],
+    steps: int,
 ) -> float:
     """Run `steps` steps from x0 (one 2-D parameter tensor); returns the final loss."""
     x = nn.Parameter(torch.tensor(x0, dtype=torch.float64))
