@@ -25,7 +25,7 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(
-        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        status.HTTP_413_CONTENT_TOO_LARGE,
         f"request body is larger than the limit of {limit} bytes (REGIMEN_MAX_BODY_BYTES)",
     )
 

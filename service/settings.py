@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
@@ -27,7 +26,7 @@ class Settings(BaseSettings):
     max_metric_points: int = Field(10_000, gt=0)
     worker_id: str = ""
 
-    @cached_property
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             # Plain postgresql:// means psycopg 3 here, not SQLAlchemy's psycopg2 default.
@@ -36,11 +35,11 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.var_dir / 'regimen.db').resolve()}"
 
-    @cached_property
+    @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.var_dir / "artifacts").resolve()
 
-    @cached_property
+    @property
     def broker_dir(self) -> Path:
         return (self.var_dir / "broker").resolve()
 

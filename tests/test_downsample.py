@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from service.metrics import downsample
@@ -13,7 +15,7 @@ def series(n: int, start: int = 0, stride: int = 1) -> list[tuple[int, float]]:
 
 def assert_valid_subsequence(out: list[tuple[int, float]], src: list[tuple[int, float]]) -> None:
     steps = [s for s, _ in out]
-    assert all(a < b for a, b in zip(steps, steps[1:], strict=False)), "steps not increasing"
+    assert all(a < b for a, b in itertools.pairwise(steps)), "steps not increasing"
     assert set(out) <= set(src), "downsample invented points"
 
 

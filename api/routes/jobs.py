@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -73,6 +73,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: str | None = None,
 ) -> JobPage:
+    if created_after is not None and created_after.tzinfo is None:
+        created_after = created_after.replace(tzinfo=UTC)  # a time without a zone means UTC
     try:
         page = job_service.list_jobs(
             session,

@@ -43,7 +43,7 @@ def schema_diff(engine: Engine) -> list[object]:
 @pytest.fixture
 def postgres_engine(postgres_base_url: str) -> Iterator[Engine]:
     with temporary_database(postgres_base_url, prefix="regimen_migr") as url:
-        engine = make_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+        engine = make_engine(Settings(_env_file=None, database_url=url))
         try:
             yield engine
         finally:
@@ -52,7 +52,7 @@ def postgres_engine(postgres_base_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    settings = Settings(_env_file=None, var_dir=tmp_path / "var")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, var_dir=tmp_path / "var")
     assert settings.is_sqlite  # the embedded default: no database_url means SQLite under var/
     engine = make_engine(settings)
     try:

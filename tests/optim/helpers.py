@@ -75,7 +75,7 @@ def step_once(
     if getattr(optimizer, "two_pass", False):
         optimizer.step(closure)
     elif getattr(optimizer, "needs_loss", False):
-        optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
+        optimizer.step(loss=loss.detach())
     else:
         optimizer.step()
     return float(loss.detach())
@@ -145,9 +145,7 @@ def rosenbrock(x: torch.Tensor) -> torch.Tensor:
 
 def beale(x: torch.Tensor) -> torch.Tensor:
     u, v = x[0], x[1]
-    return (
-        (1.5 - u + u * v) ** 2 + (2.25 - u + u * v**2) ** 2 + (2.625 - u + u * v**3) ** 2
-    )
+    return (1.5 - u + u * v) ** 2 + (2.25 - u + u * v**2) ** 2 + (2.625 - u + u * v**3) ** 2
 
 
 def logistic_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +176,7 @@ def minimise(
         if getattr(optimizer, "two_pass", False):
             optimizer.step(closure)
         elif getattr(optimizer, "needs_loss", False):
-            optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
+            optimizer.step(loss=loss.detach())
         else:
             optimizer.step()
     with evaluation_weights(optimizer), torch.no_grad():

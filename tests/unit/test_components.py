@@ -57,7 +57,6 @@ def test_build_sgd_with_momentum_and_nesterov() -> None:
             "momentum": 0.9,
             "nesterov": True,
             "weight_decay": 1e-4,
-            "groups": {"no_decay": []},
         },
         [nn.Parameter(torch.zeros(2))],
     )

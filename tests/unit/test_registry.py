@@ -119,7 +119,7 @@ def test_tagged_settings_validate_ranges_and_forbid_extras() -> None:
 def test_tagged_settings_are_frozen() -> None:
     settings = make_registry().settings_for({"name": "widget"})
     with pytest.raises(ValidationError):
-        settings.size = 5  # type: ignore[attr-defined]
+        settings.size = 5
 
 
 def test_settings_for_passes_validated_settings_through() -> None:
