@@ -1,11 +1,20 @@
-"""Optimizers torch already has, used as torch defines them (with the foreach path)."""
+"""Optimizers torch already has, used as torch defines them (with the foreach path).
+
+Where torch has the algorithm we use torch's class, so ours matches torch's to the last bit. The
+two additions are `adamw` with `decay="independent"` (Wortsman et al.'s schedule-only decay, a thin
+AdamW subclass) and lazily created Adagrad state (torch creates it at construction, for every
+parameter, even those that never get a gradient).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, check_betas
+from trainlib.optim.base import OptimizerSettings, ParamGroups, check_betas, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 
@@ -24,23 +33,193 @@ class SGDSettings(OptimizerSettings):
         return self
 
 
-class AdamSettings(OptimizerSettings):
-    """Adam: bias-corrected first and second moments; weight decay is coupled L2."""
+class _MomentSettings(OptimizerSettings):
+    """Betas and ε of the Adam family."""
 
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2), each in [0, 1)")
     eps: float = Field(1e-8, gt=0, le=1)
-    amsgrad: bool = False
 
     @model_validator(mode="after")
-    def _betas_in_range(self) -> AdamSettings:
+    def _betas_in_range(self) -> _MomentSettings:
         check_betas(self.betas)
         return self
 
 
-class AdamWSettings(AdamSettings):
-    """AdamW: Adam with weight decay decoupled from the gradient."""
+class AdamSettings(_MomentSettings):
+    """Adam: bias-corrected first and second moments; weight decay is coupled L2."""
 
-    weight_decay: float = Field(1e-2, ge=0, le=10)
+    amsgrad: bool = False
+
+
+INDEPENDENT_DEFAULT_DECAY = 1e-4
+
+
+class AdamWSettings(AdamSettings):
+    """AdamW: Adam with weight decay decoupled from the gradient (torch.optim.AdamW).
+
+    decay="coupled_lr" (torch): θ ← θ·(1 − η_t λ), then the Adam step.
+    decay="independent" (Small-scale proxies for large-scale Transformer training instabilities,
+    Wortsman et al., 2023): θ ← θ·(1 − (η_t/η_max) λ), η_max the group's lr before any scheduler,
+    so λ no longer scales with the peak lr. Its default λ is the paper's 1e-4 (1e-2 at that scale
+    would shrink every weight by 1% a step).
+    """
+
+    weight_decay: float = Field(
+        1e-2,
+        ge=0,
+        le=10,
+        description="λ; default 1e-2 (torch), or 1e-4 (the paper's) with decay='independent'",
+    )
+    decay: Literal["coupled_lr", "independent"] = Field(
+        "coupled_lr",
+        description="coupled_lr: θ·(1 − η_t λ) (torch AdamW); independent: θ·(1 − (η_t/η_max) λ) "
+        "(Wortsman et al.)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _independent_default_decay(cls, data: Any) -> Any:
+        independent = isinstance(data, dict) and data.get("decay") == "independent"
+        if independent and "weight_decay" not in data:
+            return {**data, "weight_decay": INDEPENDENT_DEFAULT_DECAY}
+        return data
+
+    @model_validator(mode="after")
+    def _independent_decay_at_most_one(self) -> AdamWSettings:
+        # η_t/η_max ≤ 1, so λ ≤ 1 keeps the factor 1 − s_t λ in [0, 1]
+        if self.decay == "independent" and self.weight_decay > 1:
+            raise ValueError("weight_decay must be <= 1 with decay='independent'")
+        return self
+
+
+def independent_decay_factor(group: dict[str, Any]) -> float:
+    """1 − (η_t/η_max) λ for a group: η_max is the lr a torch scheduler started from
+    (`initial_lr`), else the lr at construction (`base_lr`); no decay when η_max is 0."""
+    peak = float(group.get("initial_lr", group["base_lr"]))
+    scale = float(group["lr"]) / peak if peak > 0 else 0.0
+    return 1.0 - scale * float(group["weight_decay"])
+
+
+class AdamWIndependentDecay(torch.optim.AdamW):
+    """torch AdamW whose decay is θ·(1 − (η_t/η_max) λ) instead of θ·(1 − η_t λ).
+
+    The decay is applied here (to θ_{t−1}, before the update, as torch does), then torch's AdamW
+    step runs with weight_decay 0; the Adam update does not depend on θ, so the order is exact.
+    """
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group.setdefault("base_lr", float(group["lr"]))  # η_max when no scheduler sets initial_lr
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:  # the closure must see θ before the decay, as in torch AdamW
+            with torch.enable_grad():
+                loss = closure()
+        saved = [group["weight_decay"] for group in self.param_groups]
+        for group in self.param_groups:
+            if group["weight_decay"] == 0:
+                continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            factor = independent_decay_factor(group)
+            if use_foreach(group["foreach"], params):
+                torch._foreach_mul_(params, factor)
+            else:
+                for p in params:
+                    p.mul_(factor)
+        try:
+            for group in self.param_groups:
+                group["weight_decay"] = 0.0
+            super().step()
+        finally:
+            for group, decay in zip(self.param_groups, saved, strict=True):
+                group["weight_decay"] = decay
+        return loss
+
+
+class NAdamSettings(_MomentSettings):
+    """NAdam (torch.optim.NAdam): Adam with Nesterov momentum and Dozat's μ_t schedule
+    μ_t = β1 (1 − ½·0.96^(t ψ)), ψ = momentum_decay.
+
+    m, v as Adam; D = sqrt(v/(1 − β2^t)) + ε;
+    θ ← θ − η (1 − μ_t)/(1 − Π μ_i) · g/D − η μ_{t+1}/(1 − Π μ_i · μ_{t+1}) · m/D.
+    Weight decay: coupled L2 (g + λθ), or θ·(1 − ηλ) with decoupled_weight_decay (NAdamW).
+    """
+
+    lr: float = Field(2e-3, gt=0, le=10)
+    momentum_decay: float = Field(4e-3, ge=0, le=1, description="ψ of the μ_t schedule")
+    decoupled_weight_decay: bool = Field(False, description="θ·(1 − ηλ) instead of L2")
+
+
+class RAdamSettings(_MomentSettings):
+    """RAdam (torch.optim.RAdam): Adam with the variance of the adaptive lr rectified.
+
+    ρ∞ = 2/(1 − β2) − 1, ρ_t = ρ∞ − 2tβ2^t/(1 − β2^t); while ρ_t ≤ 5 (the first 5 steps at
+    β2 = 0.999) the step is plain momentum θ ← θ − η m̂; afterwards
+    θ ← θ − η m̂ r_t sqrt(1 − β2^t)/(sqrt(v) + ε), r_t = sqrt((ρ_t−4)(ρ_t−2)ρ∞/((ρ∞−4)(ρ∞−2)ρ_t)).
+    Weight decay: coupled L2, or θ·(1 − ηλ) with decoupled_weight_decay.
+    """
+
+    decoupled_weight_decay: bool = Field(False, description="θ·(1 − ηλ) instead of L2")
+
+
+class RMSpropSettings(OptimizerSettings):
+    """RMSprop (torch.optim.RMSprop): g ← g + λθ; v ← αv + (1 − α)g²; optionally centered
+    (ḡ ← αḡ + (1 − α)g, v − ḡ² in place of v); d = g/(sqrt(v) + ε);
+    with momentum b ← μb + d, θ ← θ − ηb, else θ ← θ − ηd.
+    """
+
+    lr: float = Field(1e-2, gt=0, le=10)
+    alpha: float = Field(0.99, ge=0, lt=1, description="smoothing constant of the squared average")
+    eps: float = Field(1e-8, gt=0, le=1)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    centered: bool = Field(False, description="normalise by an estimate of the gradient variance")
+
+
+class AdagradSettings(OptimizerSettings):
+    """Adagrad (torch.optim.Adagrad): η_t = η/(1 + (t − 1)·lr_decay); g ← g + λθ;
+    s ← s + g²; θ ← θ − η_t g/(sqrt(s) + ε), s starting at initial_accumulator_value.
+    """
+
+    lr: float = Field(1e-2, gt=0, le=10)
+    lr_decay: float = Field(0.0, ge=0, le=1, description="η_t = η / (1 + (t − 1) lr_decay)")
+    initial_accumulator_value: float = Field(0.0, ge=0, le=1e3)
+    eps: float = Field(1e-10, gt=0, le=1)
+
+
+class LazyAdagrad(torch.optim.Adagrad):
+    """torch Adagrad with its state created at a parameter's first gradient, as torch's other
+    optimizers do: torch's creates it for every parameter at construction, so frozen parameters
+    would hold an accumulator. The update is torch's own."""
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.state.clear()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and not self.state[p]:
+                    # what torch.optim.Adagrad.__init__ would have created
+                    init = group["initial_accumulator_value"]
+                    scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else None
+                    self.state[p]["step"] = torch.tensor(0.0, dtype=scalar or torch.float32)
+                    self.state[p]["sum"] = torch.full_like(
+                        p,
+                        complex(init, init) if torch.is_complex(p) else init,
+                        memory_format=torch.preserve_format,
+                    )
+        super().step()
+        return loss
 
 
 @OPTIMIZERS.register(
@@ -81,16 +260,94 @@ def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
 @OPTIMIZERS.register(
     "adamw",
     settings=AdamWSettings,
-    summary="AdamW: Adam with decoupled weight decay (torch.optim.AdamW)",
+    summary="AdamW: Adam with decoupled weight decay (torch.optim.AdamW), lr-coupled or "
+    "independent of the peak lr",
     paper="Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019)",
 )
 def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(
+    cls = torch.optim.AdamW if s.decay == "coupled_lr" else AdamWIndependentDecay
+    return cls(
         groups,
         lr=s.lr,
         betas=s.betas,
         eps=s.eps,
         weight_decay=s.weight_decay,
         amsgrad=s.amsgrad,
+        foreach=s.foreach,
+    )
+
+
+@OPTIMIZERS.register(
+    "nadam",
+    settings=NAdamSettings,
+    summary="NAdam: Adam with Nesterov momentum (torch.optim.NAdam; NAdamW when decoupled)",
+    paper="Incorporating Nesterov Momentum into Adam (Dozat, 2016)",
+)
+def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
+    return torch.optim.NAdam(
+        groups,
+        lr=s.lr,
+        betas=s.betas,
+        eps=s.eps,
+        weight_decay=s.weight_decay,
+        momentum_decay=s.momentum_decay,
+        decoupled_weight_decay=s.decoupled_weight_decay,
+        foreach=s.foreach,
+    )
+
+
+@OPTIMIZERS.register(
+    "radam",
+    settings=RAdamSettings,
+    summary="RAdam: Adam with a rectified adaptive learning rate (torch.optim.RAdam)",
+    paper="On the Variance of the Adaptive Learning Rate and Beyond (Liu et al., 2020)",
+)
+def build_radam(s: RAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
+    return torch.optim.RAdam(
+        groups,
+        lr=s.lr,
+        betas=s.betas,
+        eps=s.eps,
+        weight_decay=s.weight_decay,
+        decoupled_weight_decay=s.decoupled_weight_decay,
+        foreach=s.foreach,
+    )
+
+
+@OPTIMIZERS.register(
+    "rmsprop",
+    settings=RMSpropSettings,
+    summary="RMSprop: gradient scaled by a running RMS, optionally centered (torch.optim.RMSprop)",
+    paper="Lecture 6.5, RMSprop: Divide the gradient by a running average of its recent "
+    "magnitude (Tieleman & Hinton, 2012)",
+)
+def build_rmsprop(s: RMSpropSettings, groups: ParamGroups) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(
+        groups,
+        lr=s.lr,
+        alpha=s.alpha,
+        eps=s.eps,
+        weight_decay=s.weight_decay,
+        momentum=s.momentum,
+        centered=s.centered,
+        foreach=s.foreach,
+    )
+
+
+@OPTIMIZERS.register(
+    "adagrad",
+    settings=AdagradSettings,
+    summary="Adagrad: per-coordinate lr from the sum of squared gradients (torch.optim.Adagrad)",
+    paper="Adaptive Subgradient Methods for Online Learning and Stochastic Optimization "
+    "(Duchi, Hazan & Singer, 2011)",
+)
+def build_adagrad(s: AdagradSettings, groups: ParamGroups) -> torch.optim.Optimizer:
+    return LazyAdagrad(
+        groups,
+        lr=s.lr,
+        lr_decay=s.lr_decay,
+        weight_decay=s.weight_decay,
+        initial_accumulator_value=s.initial_accumulator_value,
+        eps=s.eps,
         foreach=s.foreach,
     )

@@ -1,0 +1,120 @@
+"""`lion`: the sign-momentum optimizer found by program search.
+
+Symbolic Discovery of Optimization Algorithms (Chen et al., 2023); semantics of the authors'
+google/automl lion/lion_pytorch.py:
+
+    θ ← θ·(1 − ηλ)                     (decoupled decay of θ_{t−1})
+    c = β1 m + (1 − β1) g              (interpolation used only for the update)
+    θ ← θ − η sign(c)                  (sign(0) = 0)
+    m ← β2 m + (1 − β2) g              (the stored momentum uses β2, updated after the step)
+
+Every moving coordinate moves by exactly η (besides the decay). With decay λ the iterates stay in
+(and are drawn into) the box ‖θ‖∞ ≤ 1/λ ("Lion Secretly Solves Constrained Optimization", Chen
+et al.).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    check_betas,
+    use_foreach,
+)
+from trainlib.registries import OPTIMIZERS
+
+
+class LionSettings(OptimizerSettings):
+    """Lion: θ ← θ(1 − ηλ) − η sign(β1 m + (1 − β1) g); m ← β2 m + (1 − β2) g.
+
+    The authors advise an lr 3–10× smaller and a λ 3–10× larger than AdamW's.
+    """
+
+    lr: float = Field(1e-4, gt=0, le=10)
+    betas: tuple[float, float] = Field((0.9, 0.99), description="(beta1, beta2), each in [0, 1)")
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> LionSettings:
+        check_betas(self.betas)
+        return self
+
+
+class Lion(RegimenOptimizer):
+    """Lion; state: `exp_avg` (the momentum m)."""
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        foreach: bool | None = None,
+    ) -> None:
+        check_betas(betas)
+        defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay, "foreach": foreach}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._params_with_grad(group)
+            if not params:
+                continue
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+            if use_foreach(group["foreach"], params):
+                self._foreach_step(group, params)
+            else:
+                self._single_step(group, params)
+        return loss
+
+    def _single_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        for p in params:
+            assert p.grad is not None
+            grad = p.grad
+            exp_avg = self.state[p]["exp_avg"]
+            if weight_decay != 0:
+                p.mul_(1 - lr * weight_decay)
+            update = exp_avg * beta1 + grad * (1 - beta1)
+            p.add_(update.sign_(), alpha=-lr)
+            exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
+
+    def _foreach_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        grads: list[torch.Tensor] = [p.grad for p in params if p.grad is not None]
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        if weight_decay != 0:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        updates = torch._foreach_mul(exp_avgs, beta1)
+        torch._foreach_add_(updates, torch._foreach_mul(grads, 1 - beta1))
+        torch._foreach_sign_(updates)
+        torch._foreach_add_(params, updates, alpha=-lr)
+        torch._foreach_mul_(exp_avgs, beta2)
+        torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
+
+
+@OPTIMIZERS.register(
+    "lion",
+    settings=LionSettings,
+    summary="Lion: sign of an interpolated momentum, with decoupled weight decay",
+    paper="Symbolic Discovery of Optimization Algorithms (Chen et al., 2023)",
+)
+def build_lion(s: LionSettings, groups: ParamGroups) -> torch.optim.Optimizer:
+    return Lion(groups, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay, foreach=s.foreach)
