@@ -9,7 +9,7 @@ from workers.celery_app import app
 from workers.context import worker_context
 
 
-@app.task(name=RUN_JOB_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(name=RUN_JOB_TASK, ignore_result=True)
 def run_job(job_id: str) -> str:
     """Claim and run one job; a message for a claimed or finished job does nothing."""
     return worker_context().supervisor.run(uuid.UUID(job_id))
