@@ -63,7 +63,7 @@ class LarsSettings(OptimizerSettings):
     of γ_t·local.
     """
 
-    lr: float = Field(0.1, gt=0, le=100, description="global learning rate γ")
+    lr: float = Field(1.0, gt=0, le=100, description="global learning rate γ (timm's default)")
     weight_decay: float = Field(5e-4, ge=0, le=10, description="β (the paper's 5e-4)")
     momentum: float = Field(0.9, ge=0, lt=1)
     trust_coefficient: float = Field(1e-3, gt=0, le=10, description="η_T")
@@ -138,9 +138,11 @@ class Lamb(RegimenOptimizer):
         return 1.0 - beta1**t, 1.0 - beta2**t
 
     @staticmethod
-    def _trust(group: dict[str, Any], p: torch.Tensor, w: torch.Tensor, u: torch.Tensor) -> Any:
+    def _trust(
+        group: dict[str, Any], p: torch.Tensor, w: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
         if group["exclude_1d"] and p.ndim <= 1:
-            return 1.0
+            return torch.ones_like(w)
         if group["norm_bounds"] is not None:
             w = w.clamp(*group["norm_bounds"])
         return _where_positive(w / u, w, u)
@@ -193,7 +195,7 @@ class Lars(RegimenOptimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 0.1,
+        lr: float = 1.0,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         trust_coefficient: float = 1e-3,
@@ -239,11 +241,13 @@ class Lars(RegimenOptimizer):
         return loss
 
     @staticmethod
-    def _rate(group: dict[str, Any], p: torch.Tensor, w: torch.Tensor, g: torch.Tensor) -> Any:
-        """γ_t · local for one tensor (a 0-dim tensor, or a float when exempt)."""
+    def _rate(
+        group: dict[str, Any], p: torch.Tensor, w: torch.Tensor, g: torch.Tensor
+    ) -> torch.Tensor:
+        """γ_t · local for one tensor, as a 0-dim tensor on its device."""
         lr = group["lr"]
         if group["exclude_1d"] and p.ndim <= 1:
-            return lr
+            return torch.full_like(w, lr)
         local = group["trust_coefficient"] * w / (g + group["weight_decay"] * w + group["eps"])
         local = _where_positive(local, w, g)
         return local.clamp(max=lr) if group["trust_clip"] else local * lr
