@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from trainlib.optim.base import (
     OptimizerSettings,
@@ -108,10 +108,11 @@ class AdamPSettings(_ProjectionSettings):
 
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2), each in [0, 1)")
 
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> AdamPSettings:
-        check_betas(self.betas)
-        return self
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        check_betas(betas)  # a field validator, so errors name "betas"
+        return betas
 
 
 class SGDPSettings(_ProjectionSettings):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from trainlib.optim.base import (
     OptimizerSettings,
@@ -40,10 +40,11 @@ class LionSettings(OptimizerSettings):
     lr: float = Field(1e-4, gt=0, le=10)
     betas: tuple[float, float] = Field((0.9, 0.99), description="(beta1, beta2), each in [0, 1)")
 
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> LionSettings:
-        check_betas(self.betas)
-        return self
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        check_betas(betas)  # a field validator, so errors name "betas"
+        return betas
 
 
 class Lion(RegimenOptimizer):

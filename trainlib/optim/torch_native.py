@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainlib.optim.base import OptimizerSettings, ParamGroups, check_betas, use_foreach
 from trainlib.registries import OPTIMIZERS
@@ -39,10 +39,11 @@ class _MomentSettings(OptimizerSettings):
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2), each in [0, 1)")
     eps: float = Field(1e-8, gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> _MomentSettings:
-        check_betas(self.betas)
-        return self
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        check_betas(betas)  # a field validator, so errors name "betas"
+        return betas
 
 
 class AdamSettings(_MomentSettings):
@@ -153,6 +154,27 @@ class NAdamSettings(_MomentSettings):
     lr: float = Field(2e-3, gt=0, le=10)
     momentum_decay: float = Field(4e-3, ge=0, le=1, description="ψ of the μ_t schedule")
     decoupled_weight_decay: bool = Field(False, description="θ·(1 − ηλ) instead of L2")
+
+
+class NAdam(torch.optim.NAdam):
+    """torch NAdam, whose `mu_product` survives a state-dict round trip unchanged.
+
+    torch keeps mu_product as a CPU scalar in float32 (float64 under a float64 default dtype),
+    but its load_state_dict casts every non-`step` state tensor to the parameter's dtype and
+    device, so a resumed float64 run would continue with a float64 product and differ from the
+    uninterrupted run in the last bits. The update itself is torch's.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        for group in self.param_groups:
+            if group["capturable"]:  # then torch keeps it on the parameter's device itself
+                continue
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "mu_product" in state:
+                    state["mu_product"] = state["mu_product"].to(dtype=scalar, device="cpu")
 
 
 class RAdamSettings(_MomentSettings):
@@ -284,7 +306,7 @@ def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Incorporating Nesterov Momentum into Adam (Dozat, 2016)",
 )
 def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.NAdam(
+    return NAdam(
         groups,
         lr=s.lr,
         betas=s.betas,
