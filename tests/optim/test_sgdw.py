@@ -1,0 +1,289 @@
+"""sgdw: SGD with decoupled weight decay (Decoupled Weight Decay Regularization)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.optim.helpers import (
+    assert_matches_reference,
+    assert_resumes_bit_identically,
+    beale,
+    logistic_loss,
+    make_params,
+    minimise,
+    quadratic_problem,
+    rosenbrock,
+    step_once,
+    trajectory,
+    with_uniform_decay,
+)
+from tests.reference.sgdw import reference
+from trainlib import build_optimizer, parse_spec, train
+from trainlib.spec import SpecError
+
+CASES: dict[str, dict[str, Any]] = {
+    "momentum": {"name": "sgdw", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.05},
+    "nesterov": {"name": "sgdw", "lr": 0.05, "momentum": 0.8, "nesterov": True,
+                 "weight_decay": 0.1},
+    "dampening": {"name": "sgdw", "lr": 0.05, "momentum": 0.7, "dampening": 0.3,
+                  "weight_decay": 0.02},
+    "plain": {"name": "sgdw", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.05},
+    "independent": {"name": "sgdw", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-3,
+                    "decay": "independent"},
+}  # fmt: skip
+
+
+def spec_of(case: str, **extra: Any) -> dict[str, Any]:
+    return with_uniform_decay({**CASES[case], **extra})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_numpy_reference(case: str, foreach: bool) -> None:
+    problem = quadratic_problem()
+    ours = trajectory(spec_of(case, foreach=foreach), problem, 20)
+    assert_matches_reference(ours, reference(CASES[case], problem, 20), rtol=1e-6)
+
+
+def multiplier_fn(multipliers: list[float]) -> Callable[[int], float]:
+    """LambdaLR's multiplier; the scheduler also asks for the step after the last one."""
+    return lambda i: multipliers[min(i, len(multipliers) - 1)]
+
+
+@pytest.mark.parametrize("case", ["momentum", "independent"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_numpy_reference_under_a_cosine_schedule(case: str, foreach: bool) -> None:
+    """The lr changes every step: pins η_t in the decay (coupled) vs η_t/η_max (independent)."""
+    multipliers = [0.5 * (1 + math.cos(math.pi * i / 20)) for i in range(20)]
+    problem = quadratic_problem(seed=2)
+    params = make_params(problem)
+    optimizer = build_optimizer(spec_of(case, foreach=foreach), params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_fn(multipliers))
+    ours = []
+    for _ in multipliers:
+        step_once(optimizer, params, problem)
+        scheduler.step()
+        ours.append({k: p.detach().numpy().copy() for k, p in params})
+    ref = reference(CASES[case], problem, 20, schedule=multiplier_fn(multipliers))
+    assert_matches_reference(ours, ref, rtol=1e-6)
+
+
+# --- worked examples (formulas-optimizers.md §2, fixture A, μ = 0.9) -----------------------------
+
+THETA_A = [1.0, -2.0]
+G1, G2 = [0.5, -1.0], [-0.3, 0.2]
+
+
+def run_fixture(
+    spec: dict[str, Any], grads: list[list[float]], multipliers: list[float] | None = None
+) -> list[np.ndarray]:
+    p = nn.Parameter(torch.tensor(THETA_A, dtype=torch.float64))
+    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
+    scheduler = None
+    if multipliers is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_fn(multipliers))
+    out = []
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        optimizer.step()
+        out.append(p.detach().numpy().copy())
+        if scheduler is not None:
+            scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_worked_example_lr_coupled_decay(foreach: bool) -> None:
+    spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "foreach": foreach}
+    thetas = run_fixture(spec, [G1, G2])
+    np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
+    np.testing.assert_allclose(thetas[1], [0.933051, -1.826102], atol=1e-9)
+
+
+def test_worked_example_independent_decay_constant_schedule() -> None:
+    """Paper/authors' form with α = 0.1, λ = 1e-3, η_t = 1: the same numbers as λ_lr = 0.01."""
+    spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3,
+            "decay": "independent"}  # fmt: skip
+    thetas = run_fixture(spec, [G1, G2], multipliers=[1.0, 1.0])
+    np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
+    np.testing.assert_allclose(thetas[1], [0.933051, -1.826102], atol=1e-9)
+
+
+def test_independent_decay_with_a_changing_lr_is_the_authors_code_form() -> None:
+    """η_1 = 1, η_2 = 0.5 (× α = 0.1). The authors' code keeps the lr outside the buffer:
+    b2 = 0.9 g1 + g2 = [0.15, −0.7], θ2 = θ1 − 0.05 b2 − 0.5·1e-3 θ1 = [0.9410255, −1.862051].
+    (The paper's Algorithm 1 puts η_t α inside the buffer and gives [0.9185255, −1.817051]; the
+    two coincide only for a constant schedule — we implement the code's form.)"""
+    spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3,
+            "decay": "independent"}  # fmt: skip
+    thetas = run_fixture(spec, [G1, G2], multipliers=[1.0, 0.5])
+    np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
+    np.testing.assert_allclose(thetas[1], [0.9410255, -1.862051], atol=1e-9)
+
+
+# --- properties of decoupled decay ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_decay_does_not_enter_the_momentum_buffer(foreach: bool) -> None:
+    """With zero gradients only the decay acts: θ_t = θ0(1 − ηλ)^t and the buffer stays 0
+    (torch SGD's L2 decay would accumulate λθ in the buffer and overshoot)."""
+    spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.5, "foreach": foreach}
+    p = nn.Parameter(torch.tensor(THETA_A, dtype=torch.float64))
+    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
+    for _ in range(5):
+        p.grad = torch.zeros(2, dtype=torch.float64)
+        optimizer.step()
+    np.testing.assert_allclose(p.detach().numpy(), np.array(THETA_A) * 0.95**5, rtol=1e-14)
+    assert not optimizer.state[p]["momentum_buffer"].any()
+
+
+def test_without_momentum_equals_sgd_with_l2() -> None:
+    """μ = 0: θ(1 − ηλ) − ηg = θ − η(g + λθ), torch SGD's coupled decay."""
+    problem = quadratic_problem(seed=7)
+    ours = trajectory(with_uniform_decay({"name": "sgdw", "lr": 0.1, "momentum": 0.0,
+                                          "weight_decay": 0.05}), problem, 10)  # fmt: skip
+    sgd = trajectory(with_uniform_decay({"name": "sgd", "lr": 0.1, "weight_decay": 0.05}),
+                     problem, 10)  # fmt: skip
+    assert_matches_reference(ours, sgd, rtol=1e-13, atol=1e-14)
+
+
+def test_momentum_differs_from_sgd_with_l2() -> None:
+    """With momentum the two decays differ (the whole point of decoupling)."""
+    problem = quadratic_problem(seed=7)
+    ours = trajectory(with_uniform_decay({"name": "sgdw", "lr": 0.1, "momentum": 0.9,
+                                          "weight_decay": 0.05}), problem, 5)  # fmt: skip
+    sgd = trajectory(with_uniform_decay({"name": "sgd", "lr": 0.1, "momentum": 0.9,
+                                         "weight_decay": 0.05}), problem, 5)  # fmt: skip
+    assert not np.allclose(ours[-1]["layer.weight"], sgd[-1]["layer.weight"], rtol=1e-6)
+
+
+def test_defaults() -> None:
+    p = nn.Parameter(torch.zeros(2, 2))
+    group = build_optimizer({"name": "sgdw"}, [p]).param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (
+        0.1, 0.9, 5e-4, False
+    )  # fmt: skip
+    assert group["decay"] == "coupled_lr"
+    independent = build_optimizer({"name": "sgdw", "decay": "independent"}, [p])
+    assert independent.param_groups[0]["weight_decay"] == 5e-5  # 5e-4 · 0.1: the same decay
+
+
+# --- foreach, resume, parameters without gradients ---------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_foreach_and_single_tensor_paths_agree(case: str) -> None:
+    problem = quadratic_problem(seed=5)
+    single = trajectory(spec_of(case, foreach=False), problem, 10)
+    multi = trajectory(spec_of(case, foreach=True), problem, 10)
+    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_resumes_bit_identically(case: str, foreach: bool) -> None:
+    assert_resumes_bit_identically(spec_of(case, foreach=foreach), quadratic_problem(seed=6))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_parameter_without_gradient_is_untouched_and_gets_no_state(foreach: bool) -> None:
+    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    before = frozen.detach().clone()
+    opt = build_optimizer(
+        spec_of("nesterov", foreach=foreach), [("used", used), ("frozen", frozen)]
+    )
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        (used**2).sum().backward()
+        opt.step()
+    assert torch.equal(frozen.detach(), before)
+    assert not opt.state.get(frozen)
+    assert "momentum_buffer" in opt.state[used]
+
+
+def test_closure_is_evaluated_before_the_step() -> None:
+    p = nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    opt = build_optimizer({"name": "sgdw", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}, [p])
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert float(loss.detach()) == 5.0
+    np.testing.assert_allclose(p.detach().numpy(), [0.8, 1.6], rtol=1e-15)
+
+
+# --- convergence ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem", "x0", "steps", "threshold"),
+    [
+        # Rosenbrock's curvature (~1000 near the valley floor) caps a stable lr at ~1e-3
+        ({"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}, rosenbrock, [-1.5, 2.0], 3000, 1e-3),
+        ({"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0}, beale, [1.0, 1.0], 2000, 1e-3),
+        ({"lr": 0.5, "momentum": 0.9, "nesterov": True}, logistic_loss(), [0.0, 0.0, 0.0], 500,
+         0.08),
+    ],
+    ids=["rosenbrock", "beale", "logistic"],
+)  # fmt: skip
+def test_converges(
+    settings: dict, problem: Callable, x0: list[float], steps: int, threshold: float
+) -> None:
+    start = float(problem(torch.tensor(x0, dtype=torch.float64)))
+    final = minimise({"name": "sgdw", **settings}, problem, x0, steps)
+    assert final < threshold < start
+
+
+# --- validation and a real job -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "path"),
+    [
+        ({"name": "sgdw", "lr": -0.1}, "optimizer.lr"),
+        ({"name": "sgdw", "momentum": 1.0}, "optimizer.momentum"),
+        ({"name": "sgdw", "dampening": 1.5}, "optimizer.dampening"),
+        ({"name": "sgdw", "weight_decay": -1e-4}, "optimizer.weight_decay"),
+        ({"name": "sgdw", "decay": "paper"}, "optimizer.decay"),
+        ({"name": "sgdw", "nesterov": True, "momentum": 0.0}, "optimizer"),
+        ({"name": "sgdw", "decay": "independent", "weight_decay": 2.0}, "optimizer"),
+    ],
+)
+def test_bad_settings_are_rejected_with_their_path(optimizer: dict, path: str) -> None:
+    raw = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
+           "train": {"steps": 1}}  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert path in [e["path"] for e in info.value.errors], info.value.errors
+
+
+@pytest.mark.parametrize("decay", ["coupled_lr", "independent"])
+def test_trains_a_tiny_job(decay: str) -> None:
+    result = train(
+        parse_spec(
+            {
+                "seed": 0,
+                "data": {"name": "digits"},
+                "model": {"name": "mlp", "hidden": [32]},
+                "optimizer": {"name": "sgdw", "lr": 0.1, "decay": decay},
+                "schedule": {"name": "cosine", "warmup_steps": 5},
+                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
+            }
+        )
+    )
+    assert result.status == "completed"
+    assert math.isfinite(result.final_metrics["loss"])
+    assert result.final_metrics["val_accuracy"] > 0.5
