@@ -1,0 +1,254 @@
+"""lion (Symbolic Discovery of Optimization Algorithms), google/automl semantics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.optim.helpers import (
+    assert_matches_reference,
+    assert_resumes_bit_identically,
+    beale,
+    logistic_loss,
+    minimise,
+    quadratic_problem,
+    rosenbrock,
+    trajectory,
+    with_uniform_decay,
+)
+from tests.reference.lion import reference
+from trainlib import build_optimizer, parse_spec, train
+from trainlib.spec import SpecError
+
+CASES: dict[str, dict[str, Any]] = {
+    "decay": {"name": "lion", "lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.5},
+    "defaults-but-lr": {"name": "lion", "lr": 3e-3},
+}
+
+
+def spec_of(case: str, **extra: Any) -> dict[str, Any]:
+    return with_uniform_decay({**CASES[case], **extra})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_numpy_reference(case: str, foreach: bool) -> None:
+    problem = quadratic_problem()
+    ours = trajectory(spec_of(case, foreach=foreach), problem, 20)
+    assert_matches_reference(ours, reference(CASES[case], problem, 20), rtol=1e-6)
+
+
+# --- worked example (formulas-optimizers.md §8, fixture A) --------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_worked_example(foreach: bool) -> None:
+    p = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    spec = with_uniform_decay({"name": "lion", "lr": 0.1, "weight_decay": 0.1, "foreach": foreach})
+    optimizer = build_optimizer(spec, [("w", p)])
+    thetas = []
+    for g in ([0.5, -1.0], [-0.3, 0.2]):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        optimizer.step()
+        thetas.append(p.detach().numpy().copy())
+    np.testing.assert_allclose(thetas[0], [0.89, -1.88], atol=1e-9)
+    # step 2: c = 0.9·m1 + 0.1·g2 = [−0.0255, 0.011] with m1 = 0.01·g1 (β2 = 0.99)
+    np.testing.assert_allclose(thetas[1], [0.9811, -1.9612], atol=1e-9)
+    # m2 = 0.99·m1 + 0.01·g2, updated after the step
+    np.testing.assert_allclose(
+        optimizer.state[p]["exp_avg"].numpy(), [0.00195, -0.0079], atol=1e-15
+    )
+
+
+def test_defaults_are_the_papers() -> None:
+    group = build_optimizer({"name": "lion"}, [nn.Parameter(torch.zeros(2, 2))]).param_groups[0]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-4, (0.9, 0.99), 0.0)
+
+
+# --- paper properties ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_every_coordinate_moves_by_exactly_lr_besides_the_decay(foreach: bool) -> None:
+    """θ_t − θ_{t−1}(1 − ηλ) = −η sign(c) ∈ {−η, 0, η} elementwise, every step."""
+    lr, lam = 0.01, 0.5
+    problem = quadratic_problem(seed=1)
+    spec = with_uniform_decay({"name": "lion", "lr": lr, "weight_decay": lam, "foreach": foreach})
+    previous = problem.init
+    moved = 0
+    for theta in trajectory(spec, problem, 20):
+        for k in theta:
+            step = np.abs(theta[k] - previous[k] * (1 - lr * lam))
+            at_zero, at_lr = np.isclose(step, 0, atol=1e-13), np.isclose(step, lr, atol=1e-13)
+            assert np.all(at_zero | at_lr), (k, step)
+            moved += int(at_lr.sum())
+        previous = theta
+    assert moved > 0
+
+
+def test_a_zero_interpolation_does_not_move_the_coordinate() -> None:
+    """sign(0) = 0: at the first step (m = 0) a zero gradient entry leaves θ_i where it is."""
+    p = nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    optimizer = build_optimizer({"name": "lion", "lr": 0.1}, [p])
+    p.grad = torch.tensor([0.5, 0.0, -1e-30], dtype=torch.float64)
+    optimizer.step()
+    np.testing.assert_array_equal(p.detach().numpy(), [0.9, -2.0, 3.1])
+
+
+def box_problem(
+    lam: float, lr: float, theta0: np.ndarray, steps: int, foreach: bool = False
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Separable quadratic ½ Σ a (θ − c)² whose minimum c lies partly outside ‖θ‖∞ ≤ 1/λ."""
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0.5, 2.0, size=theta0.shape)
+    c = rng.normal(scale=2.0 / lam, size=theta0.shape)
+    assert np.abs(c).max() > 1.5 / lam and np.abs(c).min() < 0.8 / lam  # both kinds
+    p = nn.Parameter(torch.tensor(theta0))
+    spec = with_uniform_decay({"name": "lion", "lr": lr, "weight_decay": lam, "foreach": foreach})
+    optimizer = build_optimizer(spec, [("w", p)])
+    at, ct = torch.tensor(a), torch.tensor(c)
+    path = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * at * (p - ct) ** 2).sum().backward()
+        optimizer.step()
+        path.append(p.detach().numpy().copy())
+    return path, c
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_decoupled_decay_keeps_iterates_in_the_box(foreach: bool) -> None:
+    """Lion Secretly Solves Constrained Optimization: with decay λ, Lion minimises f subject to
+    ‖θ‖∞ ≤ 1/λ. From inside the box the iterates never leave it (|θ|(1 − ηλ) + η ≤ 1/λ), and they
+    settle at the constrained minimiser clip(c, ±1/λ) (to within the O(η) sign rattle)."""
+    lam, lr = 0.5, 0.01
+    theta0 = np.random.default_rng(2).uniform(-1.5, 1.5, size=(4, 6))  # inside: 1/λ = 2
+    path, c = box_problem(lam, lr, theta0, 2000, foreach)
+    for theta in path:
+        assert np.abs(theta).max() <= 1 / lam + 1e-12
+    np.testing.assert_allclose(path[-1], np.clip(c, -1 / lam, 1 / lam), atol=5 * lr)
+    at_the_wall = np.abs(c) > 1 / lam
+    np.testing.assert_allclose(np.abs(path[-1][at_the_wall]), 1 / lam, atol=2 * lr)
+
+
+def test_iterates_outside_the_box_are_drawn_in_geometrically() -> None:
+    """|θ_t| − 1/λ ≤ (1 − ηλ)^t (|θ_0| − 1/λ) for a start outside the box."""
+    lam, lr = 0.5, 0.01
+    theta0 = np.full((3, 3), 6.0) * np.sign(np.random.default_rng(4).normal(size=(3, 3)))
+    path, _ = box_problem(lam, lr, theta0, 1500)
+    for t, theta in enumerate(path, start=1):
+        bound = 1 / lam + (1 - lr * lam) ** t * (6.0 - 1 / lam)
+        assert np.abs(theta).max() <= bound + 1e-12, t
+    assert np.abs(path[-1]).max() <= 1 / lam + 2 * lr
+
+
+# --- foreach, resume, parameters without gradients ---------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_foreach_and_single_tensor_paths_agree(case: str) -> None:
+    problem = quadratic_problem(seed=5)
+    single = trajectory(spec_of(case, foreach=False), problem, 10)
+    multi = trajectory(spec_of(case, foreach=True), problem, 10)
+    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("foreach", [False, True])
+def test_resumes_bit_identically(case: str, foreach: bool) -> None:
+    assert_resumes_bit_identically(spec_of(case, foreach=foreach), quadratic_problem(seed=6))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_parameter_without_gradient_is_untouched_and_gets_no_state(foreach: bool) -> None:
+    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    before = frozen.detach().clone()
+    spec = {"name": "lion", "weight_decay": 0.1, "foreach": foreach}
+    opt = build_optimizer(spec, [("used", used), ("frozen", frozen)])
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        (used**2).sum().backward()
+        opt.step()
+    assert torch.equal(frozen.detach(), before)
+    assert not opt.state.get(frozen)
+    assert "exp_avg" in opt.state[used]
+
+
+def test_closure_is_evaluated_before_the_step() -> None:
+    p = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = build_optimizer({"name": "lion", "lr": 0.1}, [p])
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    assert float(opt.step(closure).detach()) == 5.0
+    np.testing.assert_array_equal(p.detach().numpy(), [0.9, -1.9])
+
+
+# --- convergence ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem", "x0", "steps", "threshold"),
+    [
+        # fixed-size sign steps rattle across Rosenbrock's narrow valley: Lion ends O(η) from the
+        # minimum (3.5e-3 here), so the threshold is weaker than for adaptive methods
+        ({"lr": 3e-3}, rosenbrock, [-1.5, 2.0], 3000, 1e-2),
+        ({"lr": 1e-3}, beale, [1.0, 1.0], 2000, 1e-3),
+        ({"lr": 3e-2}, logistic_loss(), [0.0, 0.0, 0.0], 500, 0.08),
+    ],
+    ids=["rosenbrock", "beale", "logistic"],
+)
+def test_converges(
+    settings: dict, problem: Callable, x0: list[float], steps: int, threshold: float
+) -> None:
+    start = float(problem(torch.tensor(x0, dtype=torch.float64)))
+    final = minimise({"name": "lion", **settings}, problem, x0, steps)
+    assert final < threshold < start
+
+
+# --- validation and a real job -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "path"),
+    [
+        ({"name": "lion", "lr": -1e-4}, "optimizer.lr"),
+        ({"name": "lion", "betas": [1.0, 0.99]}, "optimizer.betas"),
+        ({"name": "lion", "betas": [0.9, -0.1]}, "optimizer.betas"),
+        ({"name": "lion", "weight_decay": -0.1}, "optimizer.weight_decay"),
+    ],
+)
+def test_bad_settings_are_rejected_with_their_path(optimizer: dict, path: str) -> None:
+    raw = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
+           "train": {"steps": 1}}  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert path in [e["path"] for e in info.value.errors], info.value.errors
+
+
+def test_trains_a_tiny_job() -> None:
+    result = train(
+        parse_spec(
+            {
+                "seed": 0,
+                "data": {"name": "digits"},
+                "model": {"name": "mlp", "hidden": [32]},
+                "optimizer": {"name": "lion", "lr": 1e-3, "weight_decay": 0.1},
+                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
+            }
+        )
+    )
+    assert result.status == "completed"
+    assert math.isfinite(result.final_metrics["loss"])
+    assert result.final_metrics["val_accuracy"] > 0.5
