@@ -56,8 +56,11 @@ class BatchOrder:
         self._pos += self.batch_size
         return batch
 
-    def batches(self, data: DataBundle) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, data: DataBundle
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(inputs, labels, sample indices) forever, reshuffled each epoch."""
         device = data.train_x.device
         while True:
             idx = self.next_indices().to(device)
-            yield data.train_x[idx], data.train_y[idx]
+            yield data.train_x[idx], data.train_y[idx], idx

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,6 +22,8 @@ from trainlib.errors import Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
 from trainlib.registries import DATASETS, INITS, LOSSES, MODELS, SCHEDULES
+from trainlib.regularizers.base import SetupContext
+from trainlib.regularizers.stack import RegularizerStack
 from trainlib.sink import Metric, NullSink, Sink
 from trainlib.spec import JobSpec, resolve, spec_hash, total_steps
 from trainlib.step import evaluation_weights, train_step
@@ -65,8 +68,13 @@ def train(
     *,
     out_dir: Path | None = None,
     device: torch.device | None = None,
+    resolve_job: Callable[[str], tuple[dict[str, Any], Path]] | None = None,
 ) -> TrainResult:
-    """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir."""
+    """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir.
+
+    `resolve_job` maps another job's id to its resolved spec and checkpoint (distillation
+    teachers); the service provides it, local runs have none.
+    """
     sink = sink or NullSink()
     device = device or pick_device(spec.train.device)
     torch.manual_seed(spec.seed)
@@ -75,11 +83,23 @@ def train(
     model: nn.Module = MODELS.build(spec.model, data.info)
     INITS.build(spec.init, model)
     model.to(device).train()
-    optimizer = build_optimizer(spec.optimizer, model)
     n_steps = total_steps(spec, data.steps_per_epoch)
+    setup = SetupContext(
+        info=data.info,
+        total_steps=n_steps,
+        steps_per_epoch=data.steps_per_epoch,
+        batch_size=data.batch_size,
+        train_size=len(data.train_x),
+        seed=spec.seed,
+        resolve_job=resolve_job,
+    )
+    regularizers = RegularizerStack.build(spec.regularizers, setup)
+    regularizers.configure_model(model)
+    optimizer = build_optimizer(spec.optimizer, model, adjust_groups=regularizers.param_groups)
     scheduler = SCHEDULES.build(spec.schedule, innermost(optimizer), n_steps)
     loss_fn: nn.Module = LOSSES.build(spec.loss)
     batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
+    step_fn = regularizers.strategy.train_step if regularizers.strategy else train_step
     digest = spec_hash(resolve(spec))
     cfg = spec.train
 
@@ -97,20 +117,30 @@ def train(
         meta = {"step": str(at_step), "spec_hash": digest}
         with evaluation_weights(optimizer):
             path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
+        for label, averaged in regularizers.evaluation_models().items():
+            name = f"checkpoint-{label.replace('#', '-')}.safetensors"
+            save_weights(out_dir / name, averaged.state_dict(), meta)
         sink.on_checkpoint(at_step, path)
         return path
 
     while step < n_steps:
         if sink.should_stop():
             return TrainResult("stopped", step, n_steps, last, save(step))
-        x, y = next(batches)
-        loss, logits = train_step(model, optimizer, x, y, loss_fn)
+        x, y, indices = next(batches)
+        labels = y
+        if regularizers:
+            x, y = regularizers.transform_batch(x, y, indices, step)
+            compute_loss = regularizers.loss_closure(loss_fn, model, x, indices, step)
+        else:
+            compute_loss = loss_fn
+        loss, logits = step_fn(model, optimizer, x, y, compute_loss)
+        regularizers.after_step(model, optimizer, step)
         lr_used = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
         step += 1
         loss_sum += loss.detach()
-        correct += (logits.detach().argmax(-1) == y).sum()
-        seen += len(y)
+        correct += (logits.detach().argmax(-1) == labels).sum()
+        seen += len(labels)
         since_log += 1
 
         points: dict[str, float] = {}
@@ -118,17 +148,17 @@ def train(
             mean_loss = loss_sum.item() / since_log
             if not math.isfinite(mean_loss):
                 raise Diverged(step, mean_loss)
-            points.update(
-                loss=mean_loss,
-                accuracy=correct.item() / seen,
-                lr=lr_used,
-            )
+            points.update(loss=mean_loss, accuracy=correct.item() / seen, lr=lr_used)
+            points.update(regularizers.metrics())
             loss_sum.zero_()
             correct.zero_()
             seen = since_log = 0
         if step % cfg.eval_every == 0 or step == n_steps:
             with evaluation_weights(optimizer):
                 points.update(evaluate(model, loss_fn, data))
+            for label, averaged in regularizers.evaluation_models().items():
+                scores = evaluate(averaged, loss_fn, data)
+                points.update({f"{label}/{k}": v for k, v in scores.items()})
         if points:
             now = time.time()
             sink.on_metrics([Metric(step, k, float(v), now) for k, v in points.items()])

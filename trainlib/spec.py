@@ -15,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -128,12 +127,24 @@ class JobSpec(_Strict):
         data["optimizer"] = optimizer
         return data
 
-    @field_validator("regularizers")
-    @classmethod
-    def _regularizers_registered(cls, value: list[Any]) -> list[Any]:
-        if value and not len(REGULARIZERS):
-            raise ValueError("no regularizers are available in this version; remove them")
-        return value
+    @model_validator(mode="after")
+    def _compatible_components(self) -> JobSpec:
+        """Combinations that cannot work are rejected here, with the reason."""
+        strategies = [r.name for r in self.regularizers if getattr(r, "step_strategy", False)]
+        if getattr(self.optimizer, "base", None) is not None:
+            strategies.insert(0, f"optimizer {self.optimizer.name}")
+        if len(strategies) > 1:
+            raise ValueError(
+                f"{' and '.join(strategies)} are both step strategies (each owns the forward and "
+                "backward passes); keep one"
+            )
+        soft = [r.name for r in self.regularizers if getattr(r, "soft_targets", False)]
+        if soft and not getattr(self.loss, "soft_targets", True):
+            raise ValueError(
+                f"{', '.join(soft)} produce soft targets, which loss {self.loss.name!r} cannot "
+                "take; use a loss such as cross_entropy"
+            )
+        return self
 
 
 class SpecError(ValueError):

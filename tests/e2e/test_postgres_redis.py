@@ -120,7 +120,7 @@ def test_python_sdk_submits_and_waits(live_service: LiveService, team_key: tuple
         assert sdk.submit(spec, idempotency_key="sdk-1")["id"] == job["id"]
         assert sdk.metrics(job["id"], "loss")["series"]["loss"]["steps"][-1] == 100
         try:
-            sdk.submit({**spec, "optimizer": {"name": "lion"}})
+            sdk.submit({**spec, "optimizer": {"name": "no_such_optimizer"}})
         except ApiError as exc:
             assert exc.status_code == 422
             assert "valid names:" in str(exc.detail)

@@ -92,7 +92,7 @@ def test_sgd_nesterov_without_momentum_is_rejected(bad: dict[str, Any]) -> None:
         {"name": "adamw", "betas": [0.9, 1.0]},
         {"name": "adam", "betas": [-0.1, 0.9]},
         {"name": "adamw", "bogus": 1},
-        {"name": "lion"},
+        {"name": "no_such_optimizer"},
     ],
 )
 def test_build_optimizer_rejects_bad_settings(bad: dict[str, Any]) -> None:

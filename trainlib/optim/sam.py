@@ -155,8 +155,10 @@ class SAM(torch.optim.Optimizer):
     paper="Sharpness-Aware Minimization for Efficiently Improving Generalization "
     "(Foret et al., 2021)",
 )
-def build_sam(s: SamSettings, params: nn.Module | Iterable[Any]) -> torch.optim.Optimizer:
-    return SAM(build_optimizer(s.base, params), s.rho)
+def build_sam(
+    s: SamSettings, params: nn.Module | Iterable[Any], adjust_groups: Any = None
+) -> torch.optim.Optimizer:
+    return SAM(build_optimizer(s.base, params, adjust_groups=adjust_groups), s.rho)
 
 
 @OPTIMIZERS.register(
@@ -166,5 +168,8 @@ def build_sam(s: SamSettings, params: nn.Module | Iterable[Any]) -> torch.optim.
     paper="ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant Learning of Deep "
     "Neural Networks (Kwon et al., 2021)",
 )
-def build_asam(s: AsamSettings, params: nn.Module | Iterable[Any]) -> torch.optim.Optimizer:
-    return SAM(build_optimizer(s.base, params), s.rho, adaptive=True, eta=s.eta)
+def build_asam(
+    s: AsamSettings, params: nn.Module | Iterable[Any], adjust_groups: Any = None
+) -> torch.optim.Optimizer:
+    base = build_optimizer(s.base, params, adjust_groups=adjust_groups)
+    return SAM(base, s.rho, adaptive=True, eta=s.eta)
