@@ -10,7 +10,10 @@ group then takes its own τ with its own lr, weight decay and lower bound. Both 
 Beyond the authors' code: parameters without a gradient are skipped (the authors' MoMo requires
 every parameter to have one), their state starts at their first gradient, and ‖d‖² = 0 gives τ = 0
 instead of a 0/0. The averaged loss f̄ and the online lower bound are shared by all groups and use
-the last group's β (as the authors' MoMo-Adam does); everything runs on the device (no .item()).
+the last group's β (as the authors' MoMo-Adam does). τ stays a device tensor (the authors call
+.item()), so a step does not wait for the device. MoMo-Adam's D uses each parameter's own step
+count in both the sums and the update (the authors use the global count in the update; the two
+differ only for a parameter that has missed gradients).
 """
 
 from __future__ import annotations
