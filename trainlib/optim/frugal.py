@@ -234,7 +234,8 @@ class Frugal(RegimenOptimizer):
             basis = [self.state[p]["projector"]]
             update = project_back(d, basis, side).mul_(-active_lr)
             rule = group["inactive_update_rule"]
-            if rule != "no" and x.shape != as_matrix(p).shape:  # full subspace: no residual
+            shape = as_matrix(p).shape
+            if rule != "no" and not self._captures_all(shape, side, basis[0], group["proj_type"]):
                 residual = as_matrix(p.grad) - project_back(x, basis, side)  # type: ignore[arg-type]
                 step = residual.sign() if rule == "sign_sgd" else residual
                 update.add_(step, alpha=-active_lr * group["inactive_lr_scale"])
@@ -244,6 +245,18 @@ class Frugal(RegimenOptimizer):
         else:
             for p, u in zip(params, updates, strict=True):
                 p.add_(u)
+
+    @staticmethod
+    def _captures_all(shape: torch.Size, side: Side, basis: torch.Tensor, proj_type: str) -> bool:
+        """Whether the subspace holds all of G (then the residual is 0, not rounding noise).
+
+        G's rows (columns) lie in the span of its top min(rows, cols) right (left) singular
+        vectors; any basis of the whole side holds everything too.
+        """
+        count, side_dim = (
+            (basis.shape[0], shape[1]) if side == "right" else (basis.shape[1], shape[0])
+        )
+        return count >= side_dim or (proj_type == "svd" and count >= min(shape))
 
     @staticmethod
     def _corrected(

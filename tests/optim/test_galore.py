@@ -1,0 +1,261 @@
+"""`galore` against the authors' GaLoreAdamW + GaLoreProjector (formulas-optimizers.md §18)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.optim.helpers import (
+    assert_matches_reference,
+    assert_resumes_bit_identically,
+    beale,
+    logistic_loss,
+    minimise,
+    quadratic_problem,
+    rosenbrock,
+    trajectory,
+    with_uniform_decay,
+)
+from tests.reference.galore import reference
+from trainlib import build_optimizer, parse_spec, train
+from trainlib.spec import SpecError
+
+SPEC = {
+    "name": "galore",
+    "lr": 0.05,
+    "betas": (0.8, 0.99),
+    "eps": 1e-3,
+    "weight_decay": 0.1,
+    "rank": 2,
+    "update_proj_gap": 3,
+    "scale": 0.5,
+}
+W0_6X4: Any = [[0.0] * 4 for _ in range(6)]  # a matrix start (minimise takes nested lists)
+MINIMAL = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "train": {"steps": 1}}
+E0 = [[1.0, 2.0], [0.5, -1.0], [0.0, 1.5]]
+F = [
+    [[0.3, -0.1], [0.2, 0.4], [-0.1, 0.1]],
+    [[0.1, 0.2], [-0.3, 0.1], [0.2, 0.0]],
+    [[0.0, 0.3], [0.1, -0.2], [0.4, 0.1]],
+]
+
+
+class InjectedGradients:
+    """A problem for the NumPy reference whose gradients are given instead of computed."""
+
+    def __init__(self, init: dict[str, np.ndarray], grads: list[dict[str, np.ndarray]]) -> None:
+        self.init = init
+        self._grads = iter(grads)
+
+    def grad(self, theta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return next(self._grads)
+
+
+def run_fixture_e(**settings) -> tuple[list[np.ndarray], torch.optim.Optimizer, nn.Parameter]:
+    p = nn.Parameter(torch.tensor(E0, dtype=torch.float64))
+    optimizer = build_optimizer({"name": "galore", **settings}, [("w", p)])
+    out = []
+    for g in F:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        optimizer.step()
+        out.append(p.detach().numpy().copy())
+    return out, optimizer, p
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        {"name": "galore", "lr": 0.05, "rank": 2, "update_proj_gap": 4, "proj_type": "full"},
+        {"name": "galore", "lr": 0.05, "rank": 1, "update_proj_gap": 4, "proj_type": "reverse_std"},
+        {"name": "galore", "lr": 0.02, "rank": 8, "update_proj_gap": 5, "proj_type": "left"},
+    ],
+    ids=["std-decay-eps-scale", "full", "reverse_std", "left-full-rank"],
+)
+def test_matches_the_numpy_reference(spec) -> None:
+    problem = quadratic_problem()  # layer.weight 4×3 and conv.weight as 2×12 projected
+    settings = {k: v for k, v in spec.items() if k != "name"}
+    ours = trajectory(with_uniform_decay(spec), problem, 20)
+    assert_matches_reference(ours, reference(settings, problem, 20), rtol=1e-6)
+
+
+def test_worked_example_fixture_e() -> None:
+    settings = {"lr": 0.01, "rank": 1, "scale": 0.25, "update_proj_gap": 2}
+    theta, optimizer, p = run_fixture_e(**settings)
+    np.testing.assert_allclose(
+        theta[0],
+        [[0.998686244, 1.9978742982], [0.4986857655, -1.002126476], [-0.0013130499, 1.4978754407]],
+        atol=1e-9,
+    )
+    # steps 2–3 (P refreshed before step 3) have no printed values: the NumPy reference
+    fixture = InjectedGradients({"w": np.array(E0)}, [{"w": np.array(g)} for g in F])
+    expected = reference(settings, fixture, 3)
+    for ours, ref in zip(theta, expected, strict=True):
+        np.testing.assert_allclose(ours, ref["w"], atol=1e-12)
+    assert optimizer.state[p]["exp_avg"].shape == (3, 1)
+
+
+def test_foreach_and_single_tensor_paths_agree() -> None:
+    problem = quadratic_problem(seed=1)
+    a = trajectory(with_uniform_decay({**SPEC, "foreach": True}), problem, 10)
+    b = trajectory(with_uniform_decay({**SPEC, "foreach": False}), problem, 10)
+    for x, y in zip(a, b, strict=True):
+        for k in x:
+            np.testing.assert_allclose(x[k], y[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("proj_type", ["std", "full"])
+def test_resumes_bit_identically(proj_type) -> None:
+    # gap 3 with a stop at step 5: the resumed run refreshes P from the state it was given
+    spec = with_uniform_decay({**SPEC, "proj_type": proj_type})
+    assert_resumes_bit_identically(spec, quadratic_problem(seed=2))
+
+
+def test_parameter_without_gradient_is_untouched() -> None:
+    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    frozen = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    before = frozen.detach().clone()
+    optimizer = build_optimizer(SPEC, [("used", used), ("frozen", frozen)])
+    for _ in range(3):
+        used.grad = torch.randn(3, 2, dtype=torch.float64)
+        optimizer.step()
+    assert torch.equal(frozen.detach(), before)
+    assert not optimizer.state.get(frozen)
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "x0", "steps", "settings", "target"),
+    [
+        # 1-D parameters are never projected: these exercise GaLore's plain AdamW path
+        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 0.1}, 1e-6),
+        (beale, [1.0, 1.0], 1000, {"lr": 0.1}, 1e-6),
+        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 0.1}, 0.1),
+    ],
+    ids=["rosenbrock", "beale", "logistic"],
+)
+def test_converges(loss_fn, x0, steps, settings, target) -> None:
+    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69
+    assert minimise({"name": "galore", **settings}, loss_fn, x0, steps) < target
+
+
+def test_converges_on_a_matrix_least_squares_problem() -> None:
+    # The projected path: W (6×4), rank 2 of 4, L = ½ mean ‖XW − Y‖² from W = 0 (≈ 4.6).
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(6, 4, generator=gen, dtype=torch.float64)
+
+    def loss_fn(w: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((x @ w - y) ** 2).mean()
+
+    spec = {"name": "galore", "lr": 0.05, "rank": 2, "update_proj_gap": 50, "scale": 1.0}
+    assert minimise(spec, loss_fn, W0_6X4, 500) < 1e-4
+
+
+def test_projector_is_orthonormal_and_refreshed_every_gap_steps() -> None:
+    gen = torch.Generator().manual_seed(3)
+    p = nn.Parameter(torch.randn(6, 4, generator=gen, dtype=torch.float64))
+    optimizer = build_optimizer({"name": "galore", "rank": 2, "update_proj_gap": 3}, [("w", p)])
+    projectors = []
+    for _ in range(7):
+        p.grad = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+        optimizer.step()
+        projectors.append(optimizer.state[p]["projector"].clone())
+    proj = projectors[0]
+    assert proj.shape == (2, 4)  # rows ≥ cols: right projector
+    torch.testing.assert_close(proj @ proj.T, torch.eye(2, dtype=torch.float64))
+    # k = 0, 3, 6 recompute P (k = the step count before the step), the others keep it
+    changed = [not torch.equal(a, b) for a, b in itertools.pairwise(projectors)]
+    assert changed == [False, False, True, False, False, True]
+    assert optimizer.state[p]["exp_avg"].shape == (6, 2)  # moments in the rank-2 space
+
+
+def test_update_lies_in_the_projected_subspace_and_decay_comes_after() -> None:
+    gen = torch.Generator().manual_seed(4)
+    w0 = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    p = nn.Parameter(w0.clone())
+    spec = {"name": "galore", "lr": 0.1, "rank": 1, "scale": 0.5, "weight_decay": 0.2}
+    optimizer = build_optimizer(spec, [("w", p)])
+    p.grad = g.clone()
+    optimizer.step()
+    proj = optimizer.state[p]["projector"]  # 1×3
+    update = p.detach() / (1 - 0.1 * 0.2) - w0  # undo the decay applied after the update
+    torch.testing.assert_close(update @ proj.T @ proj, update)  # rows in span(P)
+    # first step: m/(sqrt(v)+ε) = sign(R)·(1−ε′), s = η·sqrt(1−β2)/(1−β1)
+    r = g @ proj.T
+    size = 0.1 * math.sqrt(1 - 0.999) / (1 - 0.9)
+    expected = -size * 0.5 * (0.1 * r / (math.sqrt(0.001) * r.abs() + 1e-6)) @ proj
+    torch.testing.assert_close(update, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_projector_does_not_depend_on_the_svd_sign_convention() -> None:
+    gen = torch.Generator().manual_seed(5)
+    g = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    projectors = []
+    for sign in (1.0, -1.0):  # singular vectors of −G are those of G up to sign
+        p = nn.Parameter(torch.zeros(6, 4, dtype=torch.float64))
+        optimizer = build_optimizer({"name": "galore", "rank": 3}, [("w", p)])
+        p.grad = sign * g
+        optimizer.step()
+        projectors.append(optimizer.state[p]["projector"])
+    torch.testing.assert_close(projectors[0], projectors[1], rtol=0, atol=1e-14)
+
+
+def test_vectors_and_the_classifier_are_not_projected() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = build_optimizer({"name": "galore", "rank": 2}, model)
+    model(torch.randn(5, 4)).sum().backward()
+    optimizer.step()
+    assert "projector" in optimizer.state[model[0].weight]
+    for p in (model[0].bias, model[2].weight, model[2].bias):
+        assert "projector" not in optimizer.state[p]
+        assert optimizer.state[p]["exp_avg"].shape == p.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lower_precision_parameters(dtype) -> None:
+    p = nn.Parameter(torch.randn(6, 4).to(dtype))
+    optimizer = build_optimizer({"name": "galore", "rank": 2}, [("w", p)])
+    p.grad = torch.randn(6, 4).to(dtype)
+    optimizer.step()
+    assert p.dtype == dtype and torch.isfinite(p).all()
+    assert optimizer.state[p]["projector"].dtype == dtype
+
+
+@pytest.mark.parametrize(
+    ("bad", "path"),
+    [
+        ({"lr": -0.1}, "optimizer.lr"),
+        ({"betas": [1.0, 0.999]}, "optimizer.betas[0]"),
+        ({"rank": 0}, "optimizer.rank"),
+        ({"update_proj_gap": 0}, "optimizer.update_proj_gap"),
+        ({"scale": -1}, "optimizer.scale"),
+        ({"proj_type": "diagonal"}, "optimizer.proj_type"),
+    ],
+)
+def test_bad_settings_are_rejected(bad, path) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, "optimizer": {"name": "galore", **bad}})
+    assert path in [e["path"] for e in info.value.errors]
+
+
+def test_trains_a_tiny_job() -> None:
+    result = train(
+        parse_spec(
+            {
+                "data": {"name": "digits"},
+                "model": {"name": "mlp", "hidden": [32]},
+                "optimizer": {"name": "galore", "lr": 0.01, "rank": 8, "update_proj_gap": 10},
+                "train": {"steps": 40, "log_every": 10, "eval_every": 40},
+            }
+        )
+    )
+    assert result.status == "completed"
+    assert math.isfinite(result.final_metrics["loss"])
+    assert result.final_metrics["val_accuracy"] > 0.5

@@ -1,0 +1,158 @@
+"""`grams` against the official code's rule (formulas-optimizers.md §15) and its properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.optim.helpers import (
+    assert_matches_reference,
+    assert_resumes_bit_identically,
+    beale,
+    logistic_loss,
+    minimise,
+    quadratic_problem,
+    rosenbrock,
+    trajectory,
+    with_uniform_decay,
+)
+from tests.reference.grams import reference
+from trainlib import build_optimizer, parse_spec, train
+from trainlib.spec import SpecError
+
+SPEC = {"name": "grams", "lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3, "weight_decay": 0.1}
+MINIMAL = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "train": {"steps": 1}}
+
+
+def run_fixture(grads: list[list[float]], theta0: list[float], **settings) -> list[list[float]]:
+    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
+    optimizer = build_optimizer({"name": "grams", **settings}, [p])
+    out = []
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        optimizer.step()
+        out.append(p.detach().tolist())
+    return out
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [SPEC, {"name": "grams", "lr": 0.02, "correct_bias": False, "weight_decay": 0.01}],
+    ids=["decay-eps", "no-bias-correction"],
+)
+def test_matches_the_numpy_reference(spec) -> None:
+    problem = quadratic_problem()
+    settings = {k: v for k, v in spec.items() if k != "name"}
+    ours = trajectory(with_uniform_decay(spec), problem, 20)
+    assert_matches_reference(ours, reference(settings, problem, 20), rtol=1e-6)
+
+
+def test_worked_example_fixture_a() -> None:
+    theta = run_fixture([[0.5, -1.0], [-0.3, 0.2]], [1.0, -2.0], lr=0.1)
+    np.testing.assert_allclose(theta[0], [0.9000063242, -1.9000031622], atol=1e-9)
+    np.testing.assert_allclose(theta[1], [0.9191550888, -1.9511041846], atol=1e-9)
+
+
+def test_foreach_and_single_tensor_paths_agree() -> None:
+    problem = quadratic_problem(seed=1)
+    a = trajectory(with_uniform_decay({**SPEC, "foreach": True}), problem, 10)
+    b = trajectory(with_uniform_decay({**SPEC, "foreach": False}), problem, 10)
+    for x, y in zip(a, b, strict=True):
+        for k in x:
+            np.testing.assert_allclose(x[k], y[k], rtol=1e-12, atol=1e-12)
+
+
+def test_resumes_bit_identically() -> None:
+    assert_resumes_bit_identically(with_uniform_decay(SPEC), quadratic_problem(seed=2))
+
+
+def test_parameter_without_gradient_is_untouched() -> None:
+    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    frozen = nn.Parameter(torch.randn(4, dtype=torch.float64))
+    before = frozen.detach().clone()
+    optimizer = build_optimizer(SPEC, [("used", used), ("frozen", frozen)])
+    for _ in range(3):
+        used.grad = torch.randn(3, 2, dtype=torch.float64)
+        optimizer.step()
+    assert torch.equal(frozen.detach(), before)
+    assert not optimizer.state.get(frozen)
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "x0", "steps", "settings", "target"),
+    [
+        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 0.1}, 1e-2),
+        (beale, [1.0, 1.0], 1000, {"lr": 0.1}, 1e-6),
+        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 0.1}, 0.15),
+    ],
+    ids=["rosenbrock", "beale", "logistic"],
+)
+def test_converges(loss_fn, x0, steps, settings, target) -> None:
+    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69
+    assert minimise({"name": "grams", **settings}, loss_fn, x0, steps) < target
+
+
+def test_a_zero_gradient_coordinate_does_not_move_despite_momentum() -> None:
+    theta = run_fixture([[0.5, -1.0], [0.0, 0.2]], [1.0, -2.0], lr=0.1)
+    assert theta[1][0] == theta[0][0]  # m_1 ≠ 0, but sign(g_1) = 0
+    assert theta[1][1] != theta[0][1]
+
+
+def test_direction_is_minus_the_sign_of_the_current_gradient() -> None:
+    # The momentum points the other way (large positive history), the step follows -sign(g).
+    p = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    optimizer = build_optimizer({"name": "grams", "lr": 0.01}, [p])
+    for _ in range(5):
+        p.grad = torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+        optimizer.step()
+    before = p.detach().clone()
+    grad = torch.tensor([-0.1, 0.1, 0.1], dtype=torch.float64)
+    p.grad = grad.clone()
+    optimizer.step()
+    assert torch.equal(torch.sign(p.detach() - before), -torch.sign(grad))
+    assert torch.equal(p.grad, grad)  # the gradient is left as it was
+
+
+def test_step_magnitude_is_adams() -> None:
+    # Same |m|, v as Adam (ε convention b): |Δθ| = η sqrt(1-β2^t)/(1-β1^t) |m|/(sqrt(v)+ε).
+    theta = run_fixture([[0.5, -1.0]], [1.0, -2.0], lr=0.1, eps=1e-6)
+    m, v = 0.1 * np.array([0.5, 1.0]), 0.001 * np.array([0.25, 1.0])
+    size = 0.1 * math.sqrt(0.001) / 0.1
+    np.testing.assert_allclose(
+        np.abs(np.array(theta[0]) - [1.0, -2.0]), size * m / (np.sqrt(v) + 1e-6), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "path"),
+    [
+        ({"lr": -0.1}, "optimizer.lr"),
+        ({"betas": [0.9, 1.0]}, "optimizer.betas[1]"),
+        ({"eps": 0}, "optimizer.eps"),
+        ({"weight_decay": -1}, "optimizer.weight_decay"),
+    ],
+)
+def test_bad_settings_are_rejected(bad, path) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, "optimizer": {"name": "grams", **bad}})
+    assert path in [e["path"] for e in info.value.errors]
+
+
+def test_trains_a_tiny_job() -> None:
+    result = train(
+        parse_spec(
+            {
+                "data": {"name": "digits"},
+                "model": {"name": "mlp", "hidden": [32]},
+                "optimizer": {"name": "grams", "lr": 0.01},
+                "train": {"steps": 40, "log_every": 10, "eval_every": 40},
+            }
+        )
+    )
+    assert result.status == "completed"
+    assert math.isfinite(result.final_metrics["loss"])
+    assert result.final_metrics["val_accuracy"] > 0.5
