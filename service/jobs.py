@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 
 from models import Job, JobEvent
 from models.base import utcnow
+from service.references import check_references
 from service.states import JobStatus, check_transition
+from service.storage import ArtifactStore
 from trainlib.spec import parse_spec, resolve, spec_hash
 
 
@@ -53,10 +55,13 @@ def submit_job(
     team_id: uuid.UUID,
     raw_spec: Any,
     idempotency_key: str | None = None,
+    store: ArtifactStore | None = None,
 ) -> Submitted:
     """Validate (raises SpecError before anything is written) and store a queued job."""
     spec = parse_spec(raw_spec)
     resolved = resolve(spec)
+    if store is not None:
+        check_references(session, team_id, resolved, store)
     digest = spec_hash(resolved)
     if idempotency_key:
         existing = _by_idempotency_key(session, team_id, idempotency_key)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,9 @@ from service.settings import Settings
 from tests.support.services import postgres_server, redis_server, temporary_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# One thread per test process: on a shared 2-core machine more threads only fight each other.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,9 @@ def train_step(
         optimizer.first_step()  # type: ignore[attr-defined]
         optimizer.zero_grad(set_to_none=True)
         with batchnorm_stats_frozen(model):
-            loss_fn(model(x), y).backward()
-        optimizer.second_step()  # type: ignore[attr-defined]
+            second = loss_fn(model(x), y)
+            second.backward()
+        optimizer.second_step(loss=second.detach())  # type: ignore[attr-defined]
     elif getattr(optimizer, "needs_loss", False):
         optimizer.step(loss=loss.detach())  # type: ignore[call-overload]
     else:

@@ -18,6 +18,7 @@ import torch
 
 from models import Job
 from service.db import make_engine, make_session_factory
+from service.references import resolver
 from service.settings import Settings
 from service.storage import ArtifactStore
 from service.training_sink import DatabaseSink, LeaseLost
@@ -45,10 +46,16 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
             Outcome("failed", reason="internal_error", message="job not found").write(result)
             return 0
         resolved = job.resolved_spec
+        team_id = job.team_id
     spec = parse_spec(resolved)
-    out_dir = ArtifactStore(settings.resolved_artifact_dir).job_dir(job_id)
+    store = ArtifactStore(settings.resolved_artifact_dir)
     try:
-        done = train(spec, sink, out_dir=out_dir)
+        done = train(
+            spec,
+            sink,
+            out_dir=store.job_dir(job_id),
+            resolve_job=resolver(factory, team_id, store),
+        )
         outcome = Outcome(done.status, step=done.step)
     except LeaseLost as exc:
         log.warning("%s", exc)

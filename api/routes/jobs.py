@@ -23,6 +23,7 @@ from api.schemas import (
 )
 from service import jobs as job_service
 from service.metrics import read_metrics
+from service.references import check_references
 from service.states import JobStatus
 from trainlib.estimate import estimate
 from trainlib.spec import parse_spec, resolve, spec_hash
@@ -38,11 +39,12 @@ async def submit_job(
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
+    store: StoreDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobDetail:
     raw = await read_document(request, settings.max_body_bytes)
     submitted = job_service.submit_job(
-        session, team_id=team.id, raw_spec=raw, idempotency_key=idempotency_key
+        session, team_id=team.id, raw_spec=raw, idempotency_key=idempotency_key, store=store
     )
     session.commit()
     if submitted.created:
@@ -54,9 +56,12 @@ async def submit_job(
 
 
 @router.post("/validate", response_model=ValidationOut)
-async def validate_job(request: Request, team: TeamDep, settings: SettingsDep) -> ValidationOut:
+async def validate_job(
+    request: Request, team: TeamDep, session: SessionDep, settings: SettingsDep, store: StoreDep
+) -> ValidationOut:
     spec = parse_spec(await read_document(request, settings.max_body_bytes))
     resolved = resolve(spec)
+    check_references(session, team.id, resolved, store)
     return ValidationOut(
         valid=True, resolved_spec=resolved, spec_hash=spec_hash(resolved), estimate=estimate(spec)
     )

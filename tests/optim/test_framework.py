@@ -253,3 +253,13 @@ def test_bad_sam_settings_name_the_field(optimizer: dict, path: str, needle: str
     assert any(e["path"] == path and needle in e["message"] for e in info.value.errors), (
         info.value.errors
     )
+
+
+def test_sam_passes_the_second_pass_loss_to_bases_that_need_it() -> None:
+    model = small_net()
+    opt = build_optimizer({"name": "sam", "base": {"name": "momo", "lr": 0.1}}, model)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    before = model[0].weight.detach().clone()
+    loss, _ = train_step(model, opt, x, y, nn.CrossEntropyLoss())
+    assert torch.isfinite(loss)
+    assert not torch.equal(model[0].weight, before)

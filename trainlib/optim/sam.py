@@ -118,12 +118,20 @@ class SAM(torch.optim.Optimizer):
             self._perturbation[p] = e
 
     @torch.no_grad()
-    def second_step(self) -> None:
-        """Return to w and let the base optimizer step with the perturbed gradient."""
+    def second_step(self, loss: torch.Tensor | None = None) -> None:
+        """Return to w and let the base optimizer step with the perturbed gradient.
+
+        `loss` (the perturbed pass's) goes to bases that need it (Polyak-type step sizes).
+        """
         for p, e in self._perturbation.items():
             p.sub_(e)
         self._perturbation = {}
-        self.base.step()
+        if getattr(self.base, "needs_loss", False):
+            if loss is None:
+                raise ValueError(f"{type(self.base).__name__} needs the loss of the second pass")
+            self.base.step(loss=loss)  # type: ignore[call-overload]
+        else:
+            self.base.step()
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Standalone use: `closure` re-evaluates the loss and calls backward()."""
@@ -133,7 +141,7 @@ class SAM(torch.optim.Optimizer):
         self.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = closure()
-        self.second_step()
+        self.second_step(loss.detach() if isinstance(loss, torch.Tensor) else None)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
