@@ -99,7 +99,8 @@ class _ProjectionSettings(OptimizerSettings):
 
 
 class AdamPSettings(_ProjectionSettings):
-    """AdamP: Adam whose update to scale-invariant weights is projected (clovaai semantics).
+    """AdamP: Adam whose update to scale-invariant weights is projected (clovaai semantics;
+    AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights).
 
     m ← β1m + (1−β1)g; v ← β2v + (1−β2)g²; D = sqrt(v)/sqrt(1−β2^t) + ε;
     u = (β1m + (1−β1)g)/D if nesterov else m/D; (u, r) = Π(θ, g, u);
@@ -116,7 +117,8 @@ class AdamPSettings(_ProjectionSettings):
 
 
 class SGDPSettings(_ProjectionSettings):
-    """SGDP: SGD whose update to scale-invariant weights is projected (clovaai semantics).
+    """SGDP: SGD whose update to scale-invariant weights is projected (clovaai semantics;
+    AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights).
 
     b ← μb + (1−τ)g (b starts at zero: dampening applies at the first step too);
     u = g + μb if nesterov else b; (u, r) = Π(θ, g, u); θ ← θ·(1 − ηλr/(1 − μ)); θ ← θ − ηu.

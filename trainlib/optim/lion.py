@@ -34,7 +34,8 @@ from trainlib.registries import OPTIMIZERS
 class LionSettings(OptimizerSettings):
     """Lion: θ ← θ(1 − ηλ) − η sign(β1 m + (1 − β1) g); m ← β2 m + (1 − β2) g.
 
-    The authors advise an lr 3–10× smaller and a λ 3–10× larger than AdamW's.
+    Paper: Symbolic Discovery of Optimization Algorithms (Chen et al., 2023). The authors advise
+    an lr 3–10× smaller and a λ 3–10× larger than AdamW's.
     """
 
     lr: float = Field(1e-4, gt=0, le=10)

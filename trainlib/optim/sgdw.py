@@ -31,7 +31,8 @@ INDEPENDENT_DEFAULT_DECAY = 5e-5
 
 
 class SGDWSettings(OptimizerSettings):
-    """SGDW: SGD with (Nesterov) momentum and decoupled weight decay.
+    """SGDW: SGD with (Nesterov) momentum and decoupled weight decay (Decoupled Weight Decay
+    Regularization, Loshchilov & Hutter, 2019).
 
     b ← μb + (1 − τ)g (b = g at the first step); d = g + μb if nesterov else b;
     θ ← θ·(1 − η_t λ) − η_t d  (decay="coupled_lr"),  θ ← θ·(1 − (η_t/η_max) λ) − η_t d

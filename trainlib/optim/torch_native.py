@@ -56,7 +56,8 @@ INDEPENDENT_DEFAULT_DECAY = 1e-4
 
 
 class AdamWSettings(AdamSettings):
-    """AdamW: Adam with weight decay decoupled from the gradient (torch.optim.AdamW).
+    """AdamW: Adam with weight decay decoupled from the gradient (torch.optim.AdamW; Decoupled
+    Weight Decay Regularization, Loshchilov & Hutter, 2019).
 
     decay="coupled_lr" (torch): θ ← θ·(1 − η_t λ), then the Adam step.
     decay="independent" (Small-scale proxies for large-scale Transformer training instabilities,
@@ -149,6 +150,7 @@ class NAdamSettings(_MomentSettings):
     m, v as Adam; D = sqrt(v/(1 − β2^t)) + ε;
     θ ← θ − η (1 − μ_t)/(1 − Π μ_i) · g/D − η μ_{t+1}/(1 − Π μ_i · μ_{t+1}) · m/D.
     Weight decay: coupled L2 (g + λθ), or θ·(1 − ηλ) with decoupled_weight_decay (NAdamW).
+    Paper: Incorporating Nesterov Momentum into Adam (Dozat, 2016).
     """
 
     lr: float = Field(2e-3, gt=0, le=10)
@@ -184,6 +186,7 @@ class RAdamSettings(_MomentSettings):
     β2 = 0.999) the step is plain momentum θ ← θ − η m̂; afterwards
     θ ← θ − η m̂ r_t sqrt(1 − β2^t)/(sqrt(v) + ε), r_t = sqrt((ρ_t−4)(ρ_t−2)ρ∞/((ρ∞−4)(ρ∞−2)ρ_t)).
     Weight decay: coupled L2, or θ·(1 − ηλ) with decoupled_weight_decay.
+    Paper: On the Variance of the Adaptive Learning Rate and Beyond (Liu et al., 2020).
     """
 
     decoupled_weight_decay: bool = Field(False, description="θ·(1 − ηλ) instead of L2")
@@ -193,6 +196,7 @@ class RMSpropSettings(OptimizerSettings):
     """RMSprop (torch.optim.RMSprop): g ← g + λθ; v ← αv + (1 − α)g²; optionally centered
     (ḡ ← αḡ + (1 − α)g, v − ḡ² in place of v); d = g/(sqrt(v) + ε);
     with momentum b ← μb + d, θ ← θ − ηb, else θ ← θ − ηd.
+    Source: Lecture 6.5, RMSprop (Tieleman & Hinton, 2012); centered as Graves (2013).
     """
 
     lr: float = Field(1e-2, gt=0, le=10)
@@ -205,6 +209,8 @@ class RMSpropSettings(OptimizerSettings):
 class AdagradSettings(OptimizerSettings):
     """Adagrad (torch.optim.Adagrad): η_t = η/(1 + (t − 1)·lr_decay); g ← g + λθ;
     s ← s + g²; θ ← θ − η_t g/(sqrt(s) + ε), s starting at initial_accumulator_value.
+    Paper: Adaptive Subgradient Methods for Online Learning and Stochastic Optimization
+    (Duchi, Hazan & Singer, 2011).
     """
 
     lr: float = Field(1e-2, gt=0, le=10)
