@@ -50,7 +50,7 @@ def bare(raw: dict[str, object]) -> float:
     batches = BatchOrder(len(data.train_x), data.batch_size, seed=1).batches(data)
     start = time.perf_counter()
     for _ in range(STEPS):
-        x, y = next(batches)
+        x, y, _ = next(batches)
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
