@@ -193,6 +193,17 @@ def test_routes_vectors_embeddings_and_the_classifier_to_adamw() -> None:
             assert set(optimizer.state[p]) == expected
 
 
+def test_groups_added_later_are_split_too() -> None:
+    w = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    optimizer = build_optimizer({"name": "muon"}, [("w", w)])
+    extra_w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    extra_b = nn.Parameter(torch.randn(4, dtype=torch.float64))
+    optimizer.add_param_group({"params": [extra_w, extra_b], "names": ["x.weight", "x.bias"]})
+    kinds = [(g["use_muon"], len(g["params"])) for g in optimizer.param_groups]
+    assert kinds == [(True, 1), (True, 1), (False, 1)]
+    assert optimizer.param_groups[2]["lr"] == 3e-4
+
+
 def test_a_schedule_scales_muon_and_adamw_alike() -> None:
     w = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
     b = nn.Parameter(torch.randn(3, dtype=torch.float64))

@@ -23,14 +23,14 @@ not the final layer (the authors' default leaves the head unprojected), no `adam
 All other tensors get the same AdamW without projection, at lr η.
 
 Choices beyond the authors' code: the SVD runs in the gradient's dtype for float32/float64 and
-fixes each singular vector's sign (see `galore`); random subspaces come from a generator seeded by
-(seed, the tensor's index in the optimizer, its refresh count), drawn on the CPU, so runs are
-reproducible and resume exactly (the authors use the global RNG); when the state-full subspace is
-the whole space (r = rows or cols) the residual is exactly 0 — the authors' code would take the
-sign of its rounding noise, a full-size spurious step; the refresh is decided per tensor (the
-authors' per-group decision, read off its first tensor, is the same when every tensor gets a
-gradient every step). The BlockAdamW variant (whole tensors state-full in turn) and CoordAdamW's
-coordinate choices other than 'randperm' are not implemented.
+fixes each singular vector's sign (see `galore`); random subspaces come from a generator seeded
+by (seed, the tensor's index in the optimizer, its refresh count), drawn on the CPU, so runs are
+reproducible and resume exactly (the authors use the global RNG); when the subspace holds all of
+G (SVD with r ≥ min(rows, cols), or any basis of the whole side) the residual is taken as exactly
+0 — the authors' code would take the sign of its rounding noise, a full-size spurious step; the
+refresh is decided per tensor (the authors decide per group from its first tensor: the same when
+every tensor gets a gradient every step). Not implemented: the BlockAdamW variant (whole tensors
+state-full in turn) and CoordAdamW's coordinate choices other than 'randperm'.
 """
 
 from __future__ import annotations

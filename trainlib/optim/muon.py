@@ -90,34 +90,29 @@ def _shape_factor(shape: torch.Size, adjust_lr: str) -> float:
     return math.sqrt(max(1.0, shape[-2] / shape[-1]))  # Keller: the last two dims
 
 
-def _split_groups(
-    params: Iterable[Any], adamw_lr: float, adamw_for: Sequence[str]
+def _split_group(
+    group: dict[str, Any], adamw_lr: float, adamw_for: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """One Muon group and one AdamW group per incoming group (empty ones dropped)."""
-    items = list(params)
-    groups: list[dict[str, Any]] = (
-        items if items and isinstance(items[0], dict) else [{"params": items}]
-    )
+    """A Muon group and an AdamW group from one incoming group (an empty one is dropped)."""
+    ps = list(group["params"])
+    names = list(group.get("names") or [""] * len(ps))
+    muon: tuple[list[Any], list[str]] = ([], [])
+    adam: tuple[list[Any], list[str]] = ([], [])
+    for name, p in zip(names, ps, strict=True):
+        use_adam = (
+            p.ndim < 2
+            or bool(group.get("final_layer", False))
+            or any(fnmatchcase(name, pattern) for pattern in adamw_for)
+        )
+        target = adam if use_adam else muon
+        target[0].append(p)
+        target[1].append(name)
     out: list[dict[str, Any]] = []
-    for group in groups:
-        ps = list(group["params"])
-        names = list(group.get("names") or [""] * len(ps))
-        muon: tuple[list[Any], list[str]] = ([], [])
-        adam: tuple[list[Any], list[str]] = ([], [])
-        for name, p in zip(names, ps, strict=True):
-            use_adam = (
-                p.ndim < 2
-                or bool(group.get("final_layer", False))
-                or any(fnmatchcase(name, pattern) for pattern in adamw_for)
-            )
-            target = adam if use_adam else muon
-            target[0].append(p)
-            target[1].append(name)
-        if muon[0]:
-            out.append({**group, "params": muon[0], "names": muon[1], "use_muon": True})
-        if adam[0]:
-            lr = group.get("adamw_lr", adamw_lr * float(group.get("lr_scale", 1.0)))
-            out.append({**group, "params": adam[0], "names": adam[1], "use_muon": False, "lr": lr})
+    if muon[0] or not adam[0]:
+        out.append({**group, "params": muon[0], "names": muon[1], "use_muon": True})
+    if adam[0]:
+        lr = group.get("adamw_lr", adamw_lr * float(group.get("lr_scale", 1.0)))
+        out.append({**group, "params": adam[0], "names": adam[1], "use_muon": False, "lr": lr})
     return out
 
 
@@ -150,7 +145,17 @@ class Muon(RegimenOptimizer):
             "adjust_lr": adjust_lr,
             "foreach": foreach,
         }
-        super().__init__(_split_groups(params, adamw_lr, adamw_for), defaults)
+        self._adamw_lr = adamw_lr
+        self._adamw_for = list(adamw_for)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Split the group by who updates each tensor, unless it says (`use_muon`)."""
+        if "use_muon" in param_group:
+            super().add_param_group(param_group)
+            return
+        for part in _split_group(param_group, self._adamw_lr, self._adamw_for):
+            super().add_param_group(part)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

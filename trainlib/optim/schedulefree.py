@@ -15,9 +15,9 @@ updated in place: y ← lerp(y, z, c) + η_k (β1 (1 − c) − 1) u. The parame
 and x in eval mode: `eval()` writes x = lerp(y, z, 1 − 1/β1) and keeps y aside, `train()` puts y
 back bit for bit (the authors recompute it by a second lerp, which rounds). The loop switches
 modes through `trainlib.step.evaluation_weights`. Differences from the authors' class: the
-optimizer starts in train mode (theirs must be told `train()` first), `p.grad` is left as it was,
-and `step()` refuses to run in eval mode as theirs does. k, η_max, W and the mode live in each
-param group (as the authors keep them), so a state_dict round trip resumes exactly.
+optimizer starts in train mode (theirs must be told `train()` first) and `p.grad` is left as it
+was. As theirs, `step()` refuses to run in eval mode, and k, η_max, W and the mode live in each
+param group, so a state_dict round trip (y included when saved in eval mode) resumes exactly.
 """
 
 from __future__ import annotations
