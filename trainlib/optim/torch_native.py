@@ -264,6 +264,7 @@ def build_sgd(s: SGDSettings, groups: ParamGroups) -> torch.optim.Optimizer:
         nesterov=s.nesterov,
         weight_decay=s.weight_decay,
         foreach=s.foreach,
+        fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
     )
 
 
@@ -282,6 +283,7 @@ def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
         weight_decay=s.weight_decay,
         amsgrad=s.amsgrad,
         foreach=s.foreach,
+        fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
     )
 
 
@@ -293,8 +295,18 @@ def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019)",
 )
 def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if s.decay == "coupled_lr" else AdamWIndependentDecay
-    return cls(
+    if s.decay == "coupled_lr":
+        return torch.optim.AdamW(
+            groups,
+            lr=s.lr,
+            betas=s.betas,
+            eps=s.eps,
+            weight_decay=s.weight_decay,
+            amsgrad=s.amsgrad,
+            foreach=s.foreach,
+            fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
+        )
+    return AdamWIndependentDecay(
         groups,
         lr=s.lr,
         betas=s.betas,
