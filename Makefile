@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint fmt bench clean
+.PHONY: install run test lint fmt bench bench-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ fmt: install
 
 bench: install
 	$(PY) -m bench
+
+# The optimizer benchmark compares against pytorch-optimizer, installed only in its own venv.
+bench-env:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet torch==2.13.0
+	.venv-bench/bin/python -m pip install --quiet pytorch-optimizer -e .
+	.venv-bench/bin/python -m bench.optim_step
 
 clean:
 	rm -rf var/ .pytest_cache .mypy_cache .ruff_cache
