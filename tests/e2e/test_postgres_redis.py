@@ -127,3 +127,19 @@ def test_python_sdk_submits_and_waits(live_service: LiveService, team_key: tuple
             assert all(name in str(exc.detail) for name in ("adam", "adamw", "sgd"))
         else:
             raise AssertionError("an unknown optimizer was accepted")
+
+
+def test_three_regularizers_train_through_the_service_and_log_each(client: httpx.Client) -> None:
+    import yaml
+
+    spec = yaml.safe_load((REPO_ROOT / "examples" / "regularized-digits.yaml").read_text())
+    spec["train"] = {"steps": 60, "log_every": 20, "eval_every": 30}
+    created = client.post("/v1/jobs", json=spec)
+    assert created.status_code == 201, created.text
+    job = wait_job(client, created.json()["id"], {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "succeeded", job
+    series = client.get(f"/v1/jobs/{job['id']}/metrics").json()["series"]
+    for name in ("reg/l2", "reg/z_loss", "ema/val_accuracy", "val_accuracy", "loss"):
+        assert name in series, sorted(series)
+        assert series[name]["steps"][-1] == 60
+    assert all(v > 0 for v in series["reg/l2"]["values"])
