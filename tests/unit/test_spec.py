@@ -201,10 +201,16 @@ def test_missing_train_is_a_required_field() -> None:
     assert "required" in errors[0]["message"]
 
 
-def test_non_empty_regularizers_are_rejected() -> None:
-    errors = spec_errors(minimal(regularizers=[{"name": "spectral", "strength": 1e-4}]))
+def test_unknown_regularizer_is_rejected_with_its_index() -> None:
+    errors = spec_errors(minimal(regularizers=[{"name": "l2"}, {"name": "no_such_thing"}]))
     assert len(errors) == 1
-    assert errors[0]["path"].startswith("regularizers")
+    assert errors[0]["path"].startswith("regularizers[1]")
+    assert "valid names" in errors[0]["message"]
+
+
+def test_regularizers_resolve_with_their_defaults() -> None:
+    resolved = resolve(parse_spec(minimal(regularizers=[{"name": "l2"}])))
+    assert resolved["regularizers"] == [{"name": "l2", "strength": 1e-4, "include_biases": False}]
 
 
 def test_empty_regularizers_are_accepted() -> None:
