@@ -17,6 +17,30 @@ class DigitsSettings(BaseModel):
     batch_size: int = Field(128, ge=1, le=65536)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     flatten: bool = Field(True, description="64 features (MLP) or 1x8x8 images (CNN)")
+    label_noise: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="fraction of training labels replaced by a different class drawn uniformly "
+        "(symmetric noise, seeded); validation labels stay clean",
+    )
+
+
+def symmetric_label_noise(
+    labels: torch.Tensor, num_classes: int, fraction: float, seed: int
+) -> torch.Tensor:
+    """Exactly round(fraction·n) labels, chosen at random, moved to another class drawn uniformly.
+
+    The true class is never redrawn, so `fraction` is the share of wrong labels (some papers draw
+    from all C classes, which leaves a 1/C share of the picked labels correct).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n_flip = round(len(labels) * fraction)
+    picked = torch.randperm(len(labels), generator=generator)[:n_flip]
+    shift = torch.randint(1, num_classes, (n_flip,), generator=generator)
+    noisy = labels.clone()
+    noisy[picked] = (labels[picked] + shift) % num_classes
+    return noisy
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +72,10 @@ def build_digits(s: DigitsSettings, seed: int) -> DataBundle:
     if not s.flatten:
         x = x.view(-1, 1, 8, 8)
         shape = (1, 8, 8)
+    train_y = y[train_idx]
+    if s.label_noise > 0:
+        # its own stream (offset past the split's seeds), so the split does not move with the noise
+        train_y = symmetric_label_noise(train_y, 10, s.label_noise, seed + 2**32)
     return DataBundle(
-        x[train_idx], y[train_idx], x[val_idx], y[val_idx], DataInfo(shape, 10), s.batch_size
+        x[train_idx], train_y, x[val_idx], y[val_idx], DataInfo(shape, 10), s.batch_size
     )
