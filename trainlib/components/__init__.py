@@ -2,6 +2,24 @@
 
 import trainlib.optim
 import trainlib.regularizers  # noqa: F401  (so do regularizers)
-from trainlib.components import datasets, inits, losses, models, schedules
+from trainlib.components import (
+    datasets,
+    inits,
+    loss_focal,
+    loss_imbalance,
+    loss_robust,
+    losses,
+    models,
+    schedules,
+)
 
-__all__ = ["datasets", "inits", "losses", "models", "schedules"]
+__all__ = [
+    "datasets",
+    "inits",
+    "loss_focal",
+    "loss_imbalance",
+    "loss_robust",
+    "losses",
+    "models",
+    "schedules",
+]
