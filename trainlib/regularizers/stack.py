@@ -50,7 +50,10 @@ class RegularizerStack:
         return bool(self.items)
 
     def configure_model(self, model: nn.Module) -> None:
-        for reg in self.items:
+        # Averaging regularizers copy the model: they go last, after every reparametrization,
+        # whatever order the spec lists them in.
+        averaging = [r for r in self.items if _is_averaging(r)]
+        for reg in [r for r in self.items if not _is_averaging(r)] + averaging:
             reg.configure_model(model)
 
     def param_groups(self, groups: ParamGroups) -> ParamGroups:
@@ -123,6 +126,10 @@ class RegularizerStack:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for label, reg in zip(self.labels, self.items, strict=True):
             reg.load_state_dict(state.get(label, {}))
+
+
+def _is_averaging(reg: Regularizer) -> bool:
+    return type(reg).evaluation_model is not Regularizer.evaluation_model
 
 
 def _is_step_strategy(reg: Regularizer) -> bool:
