@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -111,9 +111,14 @@ def train(
     checkpoint: Path | None = None
     step = 0
 
+    def train_inputs() -> Iterator[torch.Tensor]:
+        for i in range(0, len(data.train_x), data.batch_size):
+            yield data.train_x[i : i + data.batch_size]
+
     def save(at_step: int) -> Path | None:
         if out_dir is None:
             return None
+        regularizers.refresh_batchnorm(train_inputs)
         meta = {"step": str(at_step), "spec_hash": digest}
         with evaluation_weights(optimizer):
             path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
@@ -156,6 +161,7 @@ def train(
         if step % cfg.eval_every == 0 or step == n_steps:
             with evaluation_weights(optimizer):
                 points.update(evaluate(model, loss_fn, data))
+            regularizers.refresh_batchnorm(train_inputs)
             for label, averaged in regularizers.evaluation_models().items():
                 scores = evaluate(averaged, loss_fn, data)
                 points.update({f"{label}/{k}": v for k, v in scores.items()})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -111,6 +111,13 @@ class RegularizerStack:
         self._sums.clear()
         self._count = 0
         return out
+
+    def refresh_batchnorm(self, batches: Callable[[], Iterable[torch.Tensor]]) -> None:
+        """Averaged models whose batch-norm statistics must be recomputed (swa) get one pass."""
+        for reg in self.items:
+            refresh = getattr(reg, "refresh_batchnorm", None)
+            if callable(refresh):
+                refresh(batches())
 
     def evaluation_models(self) -> dict[str, nn.Module]:
         models = {}
