@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 import trainlib.spec  # noqa: F401  (registers every component)
 from trainlib import parse_spec, train
