@@ -143,3 +143,24 @@ def test_three_regularizers_train_through_the_service_and_log_each(client: httpx
         assert name in series, sorted(series)
         assert series[name]["steps"][-1] == 60
     assert all(v > 0 for v in series["reg/l2"]["values"])
+
+
+def test_distillation_from_another_job_of_the_team(client: httpx.Client) -> None:
+    import yaml
+
+    spec = yaml.safe_load(QUICKSTART)
+    spec["train"] = {"steps": 60, "log_every": 20, "eval_every": 60}
+    teacher = client.post("/v1/jobs", json=spec).json()["id"]
+
+    student = {**spec, "model": {"name": "mlp", "hidden": [32]}}
+    student["regularizers"] = [{"name": "kd", "teacher_job": teacher, "temperature": 2.0}]
+    early = client.post("/v1/jobs", json=student)
+    assert early.status_code == 422  # the teacher has not finished: nothing is stored
+    assert "regularizers[0].teacher_job" in early.text
+
+    assert wait_job(client, teacher, {"succeeded", "failed"})["status"] == "succeeded"
+    created = client.post("/v1/jobs", json=student)
+    assert created.status_code == 201, created.text
+    job = wait_job(client, created.json()["id"], {"succeeded", "failed", "cancelled"})
+    assert job["status"] == "succeeded", job
+    assert job["latest_metrics"]["reg/kd"] > 0
