@@ -15,7 +15,13 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 _Eps = Annotated[float, Field(gt=0, le=1)]
@@ -124,10 +130,7 @@ class Adafactor(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if not params:

@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from trainlib.optim.base import (
+    BetasSettings,
     OptimizerSettings,
     ParamGroups,
     RegimenOptimizer,
@@ -98,7 +99,7 @@ class _ProjectionSettings(OptimizerSettings):
     nesterov: bool = False
 
 
-class AdamPSettings(_ProjectionSettings):
+class AdamPSettings(_ProjectionSettings, BetasSettings):
     """AdamP: Adam whose update to scale-invariant weights is projected (clovaai semantics;
     AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights).
 
@@ -108,12 +109,6 @@ class AdamPSettings(_ProjectionSettings):
     """
 
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2), each in [0, 1)")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        check_betas(betas)  # a field validator, so errors name "betas"
-        return betas
 
 
 class SGDPSettings(_ProjectionSettings):

@@ -7,11 +7,11 @@ as torch's do, so per-group learning rates and weight decay work everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ParamGroups = list[dict[str, Any]]
 
@@ -74,6 +74,17 @@ def check_betas(betas: tuple[float, ...]) -> None:
             raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
 
 
+class BetasSettings(OptimizerSettings):
+    """Settings whose subclass declares `betas`: every entry must lie in [0, 1)."""
+
+    # check_fields=False: the field (its default, description) belongs to each subclass
+    @field_validator("betas", check_fields=False)
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, ...]) -> tuple[float, ...]:
+        check_betas(betas)  # a field validator, so errors name "betas"
+        return betas
+
+
 class RegimenOptimizer(torch.optim.Optimizer):
     """Base of our own optimizers. Flags tell the loop what a step needs."""
 
@@ -82,6 +93,14 @@ class RegimenOptimizer(torch.optim.Optimizer):
 
     def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
         return [p for p in group["params"] if p.grad is not None]
+
+
+def closure_loss(closure: Callable[[], Any] | None) -> Any:
+    """The closure's loss, evaluated with gradients on (step() itself runs under no_grad)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 def use_foreach(foreach: bool | None, params: Iterable[torch.Tensor]) -> bool:

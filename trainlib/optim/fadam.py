@@ -15,7 +15,13 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -70,10 +76,7 @@ class FAdam(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if not params:

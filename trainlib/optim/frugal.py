@@ -41,8 +41,14 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
-from trainlib.optim.galore import (
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
+from trainlib.optim.lowrank import (
     Side,
     adam_directions,
     as_matrix,
@@ -52,6 +58,7 @@ from trainlib.optim.galore import (
     project_back,
     resolve_side,
     svd_basis,
+    update_moments,
 )
 from trainlib.registries import OPTIMIZERS
 
@@ -152,10 +159,7 @@ class Frugal(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         index = 0
         for group in self.param_groups:
             self._step_group(group, index)
@@ -270,25 +274,18 @@ class Frugal(RegimenOptimizer):
         beta1, beta2 = group["betas"]
         bc1 = [1 - beta1**t for t in steps]
         root_bc2 = [(1 - beta2**t) ** 0.5 for t in steps]
-        ms = [m for m, _ in moments]
-        vs = [v for _, v in moments]
+        ms, vs = update_moments(moments, inputs, (beta1, beta2), foreach)
         if foreach:
-            torch._foreach_mul_(ms, beta1)
-            torch._foreach_add_(ms, inputs, alpha=1 - beta1)
-            torch._foreach_mul_(vs, beta2)
-            torch._foreach_addcmul_(vs, inputs, inputs, value=1 - beta2)
             denom = torch._foreach_sqrt(vs)
             torch._foreach_div_(denom, root_bc2)
             torch._foreach_add_(denom, group["eps"])
             out = torch._foreach_div(ms, denom)
             torch._foreach_div_(out, bc1)
             return list(out)
-        result = []
-        for m, v, x, c1, c2 in zip(ms, vs, inputs, bc1, root_bc2, strict=True):
-            m.mul_(beta1).add_(x, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(x, x, value=1 - beta2)
-            result.append((m / v.sqrt().div_(c2).add_(group["eps"])).div_(c1))
-        return result
+        return [
+            (m / v.sqrt().div_(c2).add_(group["eps"])).div_(c1)
+            for m, v, c1, c2 in zip(ms, vs, bc1, root_bc2, strict=True)
+        ]
 
 
 @OPTIMIZERS.register(

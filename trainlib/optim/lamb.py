@@ -13,13 +13,13 @@ SimCLR's LARS). A ratio whose norms are zero is 1 (timm): a zero-initialised ten
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import OptimizerSettings, ParamGroups
+from trainlib.optim.per_tensor import PerTensorOptimizer
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -79,7 +79,7 @@ def _where_positive(ratio: torch.Tensor, *norms: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, ratio, torch.ones_like(ratio))
 
 
-class Lamb(RegimenOptimizer):
+class Lamb(PerTensorOptimizer):
     def __init__(
         self,
         params: Any,
@@ -104,31 +104,13 @@ class Lamb(RegimenOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _state(self, p: torch.Tensor) -> dict[str, Any]:
+    def _state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
-            states = [self._state(p) for p in params]
-            if use_foreach(group["foreach"], params):
-                self._step_foreach(group, params, states)
-            else:
-                for p, state in zip(params, states, strict=True):
-                    self._step_single(group, p, state)
-        return loss
 
     @staticmethod
     def _corrections(group: dict[str, Any], t: float) -> tuple[float, float]:
@@ -191,7 +173,7 @@ class Lamb(RegimenOptimizer):
         torch._foreach_sub_(params, us, alpha=group["lr"])
 
 
-class Lars(RegimenOptimizer):
+class Lars(PerTensorOptimizer):
     def __init__(
         self,
         params: Any,
@@ -216,29 +198,11 @@ class Lars(RegimenOptimizer):
         }
         super().__init__(params, defaults)
 
-    def _state(self, p: torch.Tensor) -> dict[str, Any]:
+    def _state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = self.state[p]
         if not state:
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
-            states = [self._state(p) for p in params]
-            if use_foreach(group["foreach"], params):
-                self._step_foreach(group, params, states)
-            else:
-                for p, state in zip(params, states, strict=True):
-                    self._step_single(group, p, state)
-        return loss
 
     @staticmethod
     def _rate(

@@ -19,19 +19,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from trainlib.optim.base import (
-    OptimizerSettings,
+    BetasSettings,
     ParamGroups,
     RegimenOptimizer,
     check_betas,
+    closure_loss,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
 
 
-class LionSettings(OptimizerSettings):
+class LionSettings(BetasSettings):
     """Lion: θ ← θ(1 − ηλ) − η sign(β1 m + (1 − β1) g); m ← β2 m + (1 − β2) g.
 
     Paper: Symbolic Discovery of Optimization Algorithms (Chen et al., 2023). The authors advise
@@ -40,12 +41,6 @@ class LionSettings(OptimizerSettings):
 
     lr: float = Field(1e-4, gt=0, le=10)
     betas: tuple[float, float] = Field((0.9, 0.99), description="(beta1, beta2), each in [0, 1)")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        check_betas(betas)  # a field validator, so errors name "betas"
-        return betas
 
 
 class Lion(RegimenOptimizer):
@@ -65,10 +60,7 @@ class Lion(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if not params:

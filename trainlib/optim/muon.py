@@ -33,7 +33,13 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -159,10 +165,7 @@ class Muon(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if not params:

@@ -8,13 +8,13 @@ paper's Algorithm 1 agrees with: one second moment per tensor ("layer"), initial
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import OptimizerSettings, ParamGroups
+from trainlib.optim.per_tensor import PerTensorOptimizer
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -41,7 +41,7 @@ class NovoGradSettings(OptimizerSettings):
     luc_eps: float = Field(1e-8, gt=0, le=1)
 
 
-class NovoGrad(RegimenOptimizer):
+class NovoGrad(PerTensorOptimizer):
     def __init__(
         self,
         params: Any,
@@ -79,24 +79,6 @@ class NovoGrad(RegimenOptimizer):
             if group["amsgrad"]:
                 state["max_exp_avg_sq"] = p.new_zeros(())
         return state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
-            states = [self._state(p, group) for p in params]
-            if use_foreach(group["foreach"], params):
-                self._step_foreach(group, params, states)
-            else:
-                for p, state in zip(params, states, strict=True):
-                    self._step_single(group, p, state)
-        return loss
 
     @staticmethod
     def _step_single(group: dict[str, Any], p: torch.Tensor, state: dict[str, Any]) -> None:

@@ -28,7 +28,13 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 
@@ -114,10 +120,7 @@ class ScheduleFreeAdamW(RegimenOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError("schedulefree_adamw: step() in eval mode; call train() first")
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             k = group["k"]
             warmup = group["warmup_steps"]

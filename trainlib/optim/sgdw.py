@@ -21,7 +21,13 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.optim.torch_native import independent_decay_factor
 from trainlib.registries import OPTIMIZERS
 
@@ -106,10 +112,7 @@ class SGDW(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = self._params_with_grad(group)
             if not params:

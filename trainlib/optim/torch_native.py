@@ -12,9 +12,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, check_betas, use_foreach
+from trainlib.optim.base import (
+    BetasSettings,
+    OptimizerSettings,
+    ParamGroups,
+    closure_loss,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 
@@ -33,17 +39,11 @@ class SGDSettings(OptimizerSettings):
         return self
 
 
-class _MomentSettings(OptimizerSettings):
+class _MomentSettings(BetasSettings):
     """Betas and ε of the Adam family."""
 
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2), each in [0, 1)")
     eps: float = Field(1e-8, gt=0, le=1)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        check_betas(betas)  # a field validator, so errors name "betas"
-        return betas
 
 
 class AdamSettings(_MomentSettings):
@@ -230,10 +230,7 @@ class LazyAdagrad(torch.optim.Adagrad):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and not self.state[p]:
