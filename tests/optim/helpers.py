@@ -157,8 +157,9 @@ def assert_untouched_without_grad(
     frozen_shapes: tuple[tuple[int, ...], ...] = ((3, 2),),
     steps: int = 3,
     between_steps: Callable[[torch.optim.Optimizer], None] | None = None,
-) -> None:
-    """Parameters that never get a gradient keep their values, no gradient and no state."""
+) -> torch.optim.Optimizer:
+    """Parameters that never get a gradient keep their values, no gradient and no state.
+    Returns the optimizer, for checks on the state of the parameter that did get gradients."""
     used = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
     frozen = [nn.Parameter(torch.randn(*s, dtype=torch.float64)) for s in frozen_shapes]
     before = [f.detach().clone() for f in frozen]
@@ -174,6 +175,7 @@ def assert_untouched_without_grad(
         assert torch.equal(f.detach(), b), f"{name} moved"
         assert f.grad is None
         assert not optimizer.state.get(f), f"{name} got optimizer state"
+    return optimizer
 
 
 def steps_with_gradients(spec: dict[str, Any], theta0: Any, grads: list[Any]) -> list[np.ndarray]:
