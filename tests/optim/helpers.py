@@ -204,24 +204,27 @@ def assert_spec_error(optimizer_spec: dict[str, Any], path: str) -> None:
     """The job is rejected with a SpecError that names `path`."""
     with pytest.raises(SpecError) as info:
         parse_spec(minimal_job(optimizer_spec))
-    assert path in [e["path"] for e in info.value.errors]
+    assert path in [e["path"] for e in info.value.errors], info.value.errors
 
 
 def train_tiny_job(
-    optimizer_spec: dict[str, Any], steps: int = 40, min_accuracy: float | None = None
+    optimizer_spec: dict[str, Any],
+    steps: int = 40,
+    min_accuracy: float | None = None,
+    schedule: dict[str, Any] | None = None,
 ) -> TrainResult:
     """A real (tiny) job through trainlib.train: digits, a 32-unit MLP, on the CPU. It must
     complete with a finite loss and, where `min_accuracy` is given, beat it on validation."""
-    spec = parse_spec(
-        {
-            "seed": 0,
-            "data": {"name": "digits", "batch_size": 64},
-            "model": {"name": "mlp", "hidden": [32]},
-            "optimizer": optimizer_spec,
-            "train": {"steps": steps, "log_every": 10, "eval_every": steps, "device": "cpu"},
-        }
-    )
-    result = train(spec)
+    raw: dict[str, Any] = {
+        "seed": 0,
+        "data": {"name": "digits", "batch_size": 64},
+        "model": {"name": "mlp", "hidden": [32]},
+        "optimizer": optimizer_spec,
+        "train": {"steps": steps, "log_every": 10, "eval_every": steps, "device": "cpu"},
+    }
+    if schedule is not None:
+        raw["schedule"] = schedule
+    result = train(parse_spec(raw))
     assert result.status == "completed"
     assert math.isfinite(result.final_metrics["loss"])
     if min_accuracy is not None:
