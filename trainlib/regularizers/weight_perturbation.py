@@ -139,6 +139,23 @@ class _WeightPerturbation(Regularizer):
         compute_loss: LossFn,
         weights: list[torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean pass (its loss and logits are the step's), then the update at w + γ v."""
+        logits = model(x)
+        loss = compute_loss(logits, y)
+        shift = self._shift(model, x, y, logits, loss, weights)
+        self._update_at(model, optimizer, x, y, compute_loss, weights, shift)
+        return loss.detach(), logits.detach()
+
+    def _shift(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
+        weights: list[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """γ·v from the clean pass; the weights must be back at w on return."""
         raise NotImplementedError
 
     @staticmethod
@@ -182,21 +199,17 @@ class Awp(_WeightPerturbation):
     Two forward/backward passes per step, as in the authors' code (proxy pass + perturbed pass).
     """
 
-    def _perturbed_step(
+    def _shift(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
         x: torch.Tensor,
         y: torch.Tensor,
-        compute_loss: LossFn,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
         weights: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        loss = compute_loss(logits, y)
+    ) -> list[torch.Tensor]:
         with torch.no_grad():
-            shift = awp_direction(weights, _grads(loss, weights), self.gamma)
-        self._update_at(model, optimizer, x, y, compute_loss, weights, shift)
-        return loss.detach(), logits.detach()
+            return awp_direction(weights, _grads(loss, weights), self.gamma)
 
 
 class Rwp(_WeightPerturbation):
@@ -214,6 +227,10 @@ class Rwp(_WeightPerturbation):
         self.inner_steps = s.inner_steps
         self.c_min = s.c_min
 
+    def _scaled(self, delta: list[torch.Tensor], w_norm: torch.Tensor) -> list[torch.Tensor]:
+        """γ δ̂ = γ ‖w_all‖ / (‖δ_all‖ + 1e-20) · δ."""
+        return list(torch._foreach_mul(delta, rwp_scale(w_norm, delta) * self.gamma))
+
     def _ascent_grads(
         self, logits: torch.Tensor, y: torch.Tensor, weights: list[torch.Tensor]
     ) -> list[torch.Tensor]:
@@ -221,24 +238,22 @@ class Rwp(_WeightPerturbation):
         below = (ce.detach() < self.c_min).to(ce.dtype)  # the loss-stationary condition
         return _grads((ce * below).mean(), weights)
 
-    def _perturbed_step(
+    def _shift(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
         x: torch.Tensor,
         y: torch.Tensor,
-        compute_loss: LossFn,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
         weights: list[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(x)
-        loss = compute_loss(logits, y)
+    ) -> list[torch.Tensor]:
         with torch.no_grad():
             origin = [w.detach().clone() for w in weights]  # exact w for every ascent point
             w_norm = torch.stack(torch._foreach_norm(origin)).norm()
         grads = self._ascent_grads(logits, y, weights)
         with torch.no_grad():
             delta = list(torch._foreach_mul(grads, PROXY_LR))
-            shift = list(torch._foreach_mul(delta, rwp_scale(w_norm, delta) * self.gamma))
+            shift = self._scaled(delta, w_norm)
         with batchnorm_stats_frozen(model):
             for _ in range(self.inner_steps - 1):
                 with torch.no_grad():
@@ -247,12 +262,11 @@ class Rwp(_WeightPerturbation):
                 grads = self._ascent_grads(model(x), y, weights)
                 with torch.no_grad():
                     torch._foreach_add_(delta, torch._foreach_mul(grads, PROXY_LR))
-                    shift = list(torch._foreach_mul(delta, rwp_scale(w_norm, delta) * self.gamma))
+                    shift = self._scaled(delta, w_norm)
             with torch.no_grad():
                 for w, w0 in zip(weights, origin, strict=True):
                     w.copy_(w0)
-        self._update_at(model, optimizer, x, y, compute_loss, weights, shift)
-        return loss.detach(), logits.detach()
+        return shift
 
 
 def _warmup_steps(epochs: int, setup: SetupContext) -> int:
