@@ -5,7 +5,6 @@ plain cross-entropy on clean validation labels under 40 % symmetric noise (the t
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,18 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from trainlib import CollectingSink, SpecError, parse_spec, train
+from tests.regularizers.helpers import (
+    assert_bad_setting,
+    assert_resumes_bit_identically,
+    minimal_job,
+    spec_error_paths,
+    train_minimal_job,
+)
+from trainlib import CollectingSink, parse_spec, train
 from trainlib.data import DataInfo
 from trainlib.registries import DATASETS, REGULARIZERS
 from trainlib.regularizers import PenaltyContext, RegularizerStack, SetupContext
 from trainlib.regularizers.elr import Elr, elr_term
-from trainlib.step import train_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
@@ -51,16 +56,6 @@ def context(logits: torch.Tensor, indices: list[int], step: int) -> PenaltyConte
     return PenaltyContext(
         nn.Identity(), logits, logits, targets, torch.tensor(indices), step, logits.sum()
     )
-
-
-def job(regs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-    }
 
 
 # --- the formula ----------------------------------------------------------------------------------
@@ -158,27 +153,6 @@ def test_state_of_another_size_is_refused() -> None:
         build(train_size=30).load_state_dict(build(train_size=20).state_dict())
 
 
-def fresh(seed: int) -> tuple[nn.Module, RegularizerStack, torch.optim.Optimizer]:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
-    stack = RegularizerStack.build([REGULARIZERS.settings_for({"name": "elr"})], setup())
-    stack.configure_model(model)
-    return model, stack, torch.optim.AdamW(model.parameters(), lr=1e-2)
-
-
-def run(
-    parts: tuple[nn.Module, RegularizerStack, torch.optim.Optimizer],
-    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    steps: range,
-) -> None:
-    model, stack, opt = parts
-    for step in steps:
-        x, y, idx = batches[step]
-        x, y = stack.transform_batch(x, y, idx, step)
-        train_step(model, opt, x, y, stack.loss_closure(F.cross_entropy, model, x, idx, step))
-        stack.after_step(model, opt, step)
-
-
 def test_resumed_run_is_bit_identical() -> None:
     g = torch.Generator().manual_seed(5)
     # two epochs over 80 samples in shuffled batches, so samples are revisited after the resume
@@ -190,30 +164,7 @@ def test_resumed_run_is_bit_identical() -> None:
             batches.append(
                 (torch.randn(8, 12, generator=g), torch.randint(0, 4, (8,), generator=g), idx)
             )
-    whole = fresh(0)
-    run(whole, batches, range(20))
-
-    first = fresh(0)
-    run(first, batches, range(7))
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "model": first[0].state_dict(),
-            "opt": first[2].state_dict(),
-            "reg": first[1].state_dict(),
-        },
-        buffer,
-    )
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed = fresh(1)
-    resumed[0].load_state_dict(saved["model"])
-    resumed[2].load_state_dict(saved["opt"])
-    resumed[1].load_state_dict(saved["reg"])
-    run(resumed, batches, range(7, 20))
-
-    for name, value in whole[0].state_dict().items():
-        assert torch.equal(value, resumed[0].state_dict()[name]), name
+    whole, resumed = assert_resumes_bit_identically([{"name": "elr"}], setup(), batches, 7)
     whole_reg, resumed_reg = whole[1].items[0], resumed[1].items[0]
     assert isinstance(whole_reg, Elr) and isinstance(resumed_reg, Elr)
     assert torch.equal(whole_reg.targets, resumed_reg.targets)
@@ -224,9 +175,7 @@ def test_resumed_run_is_bit_identical() -> None:
 
 def test_trains_the_minimal_job() -> None:
     sink = CollectingSink()
-    result = train(parse_spec(job([{"name": "elr"}])), sink, device=CPU)
-    assert result.status == "completed" and result.step == 40
-    assert math.isfinite(result.final_metrics["loss"])
+    train_minimal_job([{"name": "elr"}], sink=sink)
     logged = [m.value for m in sink.metrics if m.name == "reg/elr"]
     assert len(logged) == 4 and all(math.isfinite(v) and v < 0 for v in logged)
 
@@ -241,9 +190,7 @@ def test_trains_the_minimal_job() -> None:
     ],
 )
 def test_bad_settings_name_the_path(raw: dict[str, Any], path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job([raw]))
-    assert [e["path"] for e in info.value.errors] == [path]
+    assert_bad_setting(raw, path)
 
 
 # --- digits with label noise ----------------------------------------------------------------------
@@ -272,9 +219,8 @@ def test_digits_without_noise_is_unchanged() -> None:
     a = DATASETS.build({"name": "digits"}, seed=0)
     b = DATASETS.build({"name": "digits", "label_noise": 0.0}, seed=0)
     assert torch.equal(a.train_y, b.train_y)
-    with pytest.raises(SpecError) as info:
-        parse_spec({**job([]), "data": {"name": "digits", "label_noise": 1.0}})
-    assert [e["path"] for e in info.value.errors] == ["data.label_noise"]
+    bad_noise = minimal_job([], data={"label_noise": 1.0})
+    assert spec_error_paths(bad_noise) == ["data.label_noise"]
 
 
 def run_example(name: str) -> list[float]:

@@ -5,7 +5,6 @@ through trainlib.train, and settings errors.
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -14,13 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlib import SpecError, parse_spec, train
+from tests.regularizers.helpers import (
+    assert_bad_setting,
+    assert_resumes_bit_identically,
+    minimal_job,
+    sequential_batches,
+    train_minimal_job,
+)
+from trainlib import parse_spec, train
 from trainlib.data import DataInfo
 from trainlib.errors import DataError
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers import PenaltyContext, Regularizer, RegularizerStack, SetupContext
 from trainlib.regularizers.mixing import mndcg_loss, mrl_loss, rand_bbox
-from trainlib.step import train_step
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -39,16 +44,6 @@ def setup(shape: tuple[int, ...] = (12,), seed: int = 0, classes: int = 4) -> Se
 
 def build(raw: dict[str, Any], **kw: Any) -> Regularizer:
     return RegularizerStack.build([REGULARIZERS.settings_for(raw)], setup(**kw)).items[0]
-
-
-def job(regs: list[dict[str, Any]], **data: Any) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64, **data},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-    }
 
 
 def batch(
@@ -301,64 +296,9 @@ def test_state_round_trip_gives_identical_next_outputs(
         assert (pa is None and pb is None) or torch.equal(pa, pb)
 
 
-def fresh(
-    raw: dict[str, Any], shape: tuple[int, ...], seed: int
-) -> tuple[nn.Module, RegularizerStack, torch.optim.Optimizer]:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
-    stack = RegularizerStack.build([REGULARIZERS.settings_for(raw)], setup(shape=shape))
-    stack.configure_model(model)
-    return model, stack, torch.optim.AdamW(model.parameters(), lr=1e-2)
-
-
-def run(
-    parts: tuple[nn.Module, RegularizerStack, torch.optim.Optimizer],
-    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    steps: range,
-) -> None:
-    model, stack, opt = parts
-    for step in steps:
-        x, y, idx = batches[step]
-        x, y = stack.transform_batch(x, y, idx, step)
-        train_step(model, opt, x, y, stack.loss_closure(F.cross_entropy, model, x, idx, step))
-        stack.after_step(model, opt, step)
-
-
 @pytest.mark.parametrize(("raw", "shape"), RESUME_CASES, ids=lambda v: str(v))
 def test_resumed_run_is_bit_identical(raw: dict[str, Any], shape: tuple[int, ...]) -> None:
-    g = torch.Generator().manual_seed(5)
-    batches = [
-        (
-            torch.randn(8, 12, generator=g),
-            torch.randint(0, 4, (8,), generator=g),
-            torch.arange(8) + 8 * i,
-        )
-        for i in range(10)
-    ]
-    whole = fresh(raw, shape, 0)
-    run(whole, batches, range(10))
-
-    first = fresh(raw, shape, 0)
-    run(first, batches, range(4))
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "model": first[0].state_dict(),
-            "opt": first[2].state_dict(),
-            "reg": first[1].state_dict(),
-        },
-        buffer,
-    )
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed = fresh(raw, shape, 1)
-    resumed[0].load_state_dict(saved["model"])
-    resumed[2].load_state_dict(saved["opt"])
-    resumed[1].load_state_dict(saved["reg"])
-    run(resumed, batches, range(4, 10))
-
-    for name, value in whole[0].state_dict().items():
-        assert torch.equal(value, resumed[0].state_dict()[name]), name
+    assert_resumes_bit_identically([raw], setup(shape=shape), sequential_batches(), 4)
 
 
 # --- through the training loop --------------------------------------------------------------------
@@ -375,12 +315,10 @@ def test_resumed_run_is_bit_identical(raw: dict[str, Any], shape: tuple[int, ...
     ids=["mixup", "cutmix", "rank_mixup-mrl", "rank_mixup-mndcg"],
 )
 def test_trains_the_minimal_job(raw: dict[str, Any], data: dict[str, Any]) -> None:
-    spec = parse_spec(job([raw], **data))
+    spec = parse_spec(minimal_job([raw], data=data))
     soft = spec.regularizers[0].soft_targets
     assert soft == (raw["name"] != "rank_mixup")
-    result = train(spec, device=CPU)
-    assert result.status == "completed" and result.step == 40
-    assert math.isfinite(result.final_metrics["loss"])
+    result = train_minimal_job([raw], data=data)
     assert result.final_metrics["val_accuracy"] > 0.3
     if raw["name"] == "rank_mixup":
         assert math.isfinite(result.final_metrics["reg/rank_mixup"])
@@ -388,7 +326,7 @@ def test_trains_the_minimal_job(raw: dict[str, Any], data: dict[str, Any]) -> No
 
 def test_cutmix_on_flat_digits_fails_with_a_clear_error() -> None:
     with pytest.raises(DataError, match=r"data\.flatten: false"):
-        train(parse_spec(job([{"name": "cutmix"}])), device=CPU)
+        train(parse_spec(minimal_job([{"name": "cutmix"}])), device=CPU)
 
 
 # --- settings errors ------------------------------------------------------------------------------
@@ -408,6 +346,4 @@ def test_cutmix_on_flat_digits_fails_with_a_clear_error() -> None:
     ],
 )
 def test_bad_settings_name_the_path(raw: dict[str, Any], path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job([raw]))
-    assert [e["path"] for e in info.value.errors] == [path]
+    assert_bad_setting(raw, path)

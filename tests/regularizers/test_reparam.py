@@ -5,9 +5,7 @@ gradients, bit-identical resumes, training through trainlib.train, and settings 
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlib import SpecError, parse_spec, train
+from tests.regularizers.helpers import (
+    assert_bad_setting,
+    assert_resumes_bit_identically,
+    minimal_job,
+    sequential_batches,
+    train_minimal_job,
+)
+from trainlib import SpecError, parse_spec
 from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers import Regularizer, RegularizerStack, SetupContext
@@ -50,16 +55,6 @@ def reparametrize(raw: dict[str, Any], *layers: nn.Module) -> nn.Sequential:
     model = nn.Sequential(*layers)
     build(raw).configure_model(model)
     return model
-
-
-def job(regs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-    }
 
 
 def linear(weight: list[list[float]], bias: bool = False) -> nn.Linear:
@@ -315,7 +310,7 @@ def test_sigma_reparam_gradient_treats_u_and_v_as_constants() -> None:
 
 def test_weight_compander_has_no_defaults() -> None:
     with pytest.raises(SpecError) as info:
-        parse_spec(job([{"name": "weight_compander"}]))
+        parse_spec(minimal_job([{"name": "weight_compander"}]))
     found = {(e["path"], e["message"]) for e in info.value.errors}
     for field in ("function", "bound", "slope"):
         assert (f"regularizers[0].{field}", "field required") in found
@@ -471,70 +466,9 @@ RESUME_CASES = [
 ]
 
 
-def fresh(
-    raw: dict[str, Any], seed: int
-) -> tuple[nn.Module, RegularizerStack, torch.optim.Optimizer]:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
-    stack = RegularizerStack.build([REGULARIZERS.settings_for(raw)], setup())
-    stack.configure_model(model)
-    return model, stack, torch.optim.AdamW(model.parameters(), lr=1e-2)
-
-
-def run(
-    parts: tuple[nn.Module, RegularizerStack, torch.optim.Optimizer],
-    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    steps: range,
-) -> None:
-    model, stack, opt = parts
-    for step in steps:
-        x, y, idx = batches[step]
-        x, y = stack.transform_batch(x, y, idx, step)
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = stack.loss_closure(
-            F.cross_entropy, model, x, idx, step
-        )
-        train_step(model, opt, x, y, loss_fn)
-        stack.after_step(model, opt, step)
-
-
 @pytest.mark.parametrize("raw", RESUME_CASES, ids=lambda r: "-".join(str(v) for v in r.values()))
 def test_resumed_run_is_bit_identical(raw: dict[str, Any]) -> None:
-    g = torch.Generator().manual_seed(5)
-    batches = [
-        (
-            torch.randn(8, 12, generator=g),
-            torch.randint(0, 4, (8,), generator=g),
-            torch.arange(8) + 8 * i,
-        )
-        for i in range(10)
-    ]
-    whole = fresh(raw, 0)
-    run(whole, batches, range(10))
-
-    first = fresh(raw, 0)
-    run(first, batches, range(4))
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "model": first[0].state_dict(),
-            "opt": first[2].state_dict(),
-            "reg": first[1].state_dict(),
-        },
-        buffer,
-    )
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed = fresh(raw, 1)  # another init: everything must come from the checkpoint
-    resumed[0].load_state_dict(saved["model"])
-    resumed[2].load_state_dict(saved["opt"])
-    resumed[1].load_state_dict(saved["reg"])
-    run(resumed, batches, range(4, 10))
-
-    expected = whole[0].state_dict()
-    got = resumed[0].state_dict()
-    assert expected.keys() == got.keys()
-    for name, value in expected.items():
-        assert torch.equal(value, got[name]), name
+    assert_resumes_bit_identically([raw], setup(), sequential_batches(), 4)
 
 
 # --- through the training loop --------------------------------------------------------------------
@@ -544,10 +478,7 @@ def test_resumed_run_is_bit_identical(raw: dict[str, Any]) -> None:
     "raw", RESUME_CASES[:-1], ids=lambda r: "-".join(str(v) for v in r.values())
 )
 def test_trains_the_minimal_job(raw: dict[str, Any]) -> None:
-    result = train(parse_spec(job([raw])), device=CPU)
-    assert result.status == "completed" and result.step == 40
-    assert math.isfinite(result.final_metrics["loss"])
-    assert result.final_metrics["val_accuracy"] > 0.3
+    assert train_minimal_job([raw]).final_metrics["val_accuracy"] > 0.3
 
 
 # --- settings errors ------------------------------------------------------------------------------
@@ -575,6 +506,4 @@ def test_trains_the_minimal_job(raw: dict[str, Any]) -> None:
     ],
 )
 def test_bad_settings_name_the_path(raw: dict[str, Any], path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(job([raw]))
-    assert [e["path"] for e in info.value.errors] == [path]
+    assert_bad_setting(raw, path)
