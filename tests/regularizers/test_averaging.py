@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from tests.regularizers.helpers import assert_bad_setting, minimal_job
 from trainlib import CollectingSink, parse_spec, train
 from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.averaging import Ema, Lawa, Swa
 from trainlib.regularizers.base import Regularizer, SetupContext
 from trainlib.regularizers.stack import RegularizerStack
-from trainlib.spec import SpecError
 from trainlib.step import train_step as plain_step
 
 D = torch.float64
@@ -80,16 +80,6 @@ def roundtrip(obj: Any) -> Any:
     torch.save(obj, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
-
-
-def spec(regs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": 40, "log_every": 10, "eval_every": 20, "device": "cpu"},
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,7 +357,7 @@ def test_resumed_run_equals_uninterrupted(reg: dict[str, Any], norm: bool) -> No
 )
 def test_trains_the_minimal_job_and_evaluates_the_average(reg: dict[str, Any]) -> None:
     sink = CollectingSink()
-    result = train(parse_spec(spec([reg])), sink)
+    result = train(parse_spec(minimal_job([reg], eval_every=20)), sink)
     assert result.status == "completed"
     assert math.isfinite(result.final_metrics["loss"])
     name = reg["name"]
@@ -388,9 +378,7 @@ def test_trains_the_minimal_job_and_evaluates_the_average(reg: dict[str, Any]) -
     ],
 )
 def test_bad_settings_name_the_field(reg: dict[str, Any], path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(spec([reg]))
-    assert [e["path"] for e in info.value.errors] == [path]
+    assert_bad_setting(reg, path)
 
 
 def test_swa_start_as_a_step_or_a_fraction() -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.regularizers.helpers import assert_bad_setting, minimal_job, train_minimal_job
 from trainlib import CollectingSink, parse_spec, resolve, train
 from trainlib.checkpoint import load_weights, save_weights
 from trainlib.data import DataInfo
@@ -20,24 +21,11 @@ from trainlib.registries import MODELS, REGULARIZERS
 from trainlib.regularizers.base import PenaltyContext, Regularizer, SetupContext
 from trainlib.regularizers.distillation import Kd, PsKd, TeacherError, kd_term
 from trainlib.regularizers.stack import RegularizerStack
-from trainlib.spec import SpecError
 from trainlib.step import train_step as plain_step
 
 D = torch.float64
 RTOL = 1e-6
 DIGITS = DataInfo((64,), 10)
-
-
-def spec(
-    regs: list[dict[str, Any]], hidden: list[int] | None = None, steps: int = 40
-) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": hidden or [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": steps, "log_every": 10, "eval_every": steps, "device": "cpu"},
-    }
 
 
 def setup(
@@ -129,7 +117,7 @@ def test_kd_gradient() -> None:
 @pytest.fixture(scope="module")
 def teacher_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("teacher")
-    job = parse_spec(spec([], hidden=[48], steps=60))
+    job = parse_spec(minimal_job([], hidden=[48], steps=60))
     result = train(job, out_dir=out)
     assert result.status == "completed" and result.checkpoint is not None
     return resolve(job), result.checkpoint
@@ -169,7 +157,7 @@ def test_kd_trains_a_student_and_logs_the_term(teacher_job: tuple[dict[str, Any]
     resolved, checkpoint = teacher_job
     sink = CollectingSink()
     student = parse_spec(
-        spec([{"name": "kd", "teacher_job": "teacher", "temperature": 2.0, "alpha": 1.0}])
+        minimal_job([{"name": "kd", "teacher_job": "teacher", "temperature": 2.0, "alpha": 1.0}])
     )
     result = train(student, sink, resolve_job=lambda job: (resolved, checkpoint))
     assert result.status == "completed"
@@ -186,7 +174,7 @@ def test_kd_needs_the_service() -> None:
     ):
         reg.configure_model(MODELS.build({"name": "mlp", "hidden": [8]}, DIGITS))
     with pytest.raises(TeacherError, match="kd needs the service"):
-        train(parse_spec(spec([{"name": "kd", "teacher_job": "x"}])))
+        train(parse_spec(minimal_job([{"name": "kd", "teacher_job": "x"}])))
 
 
 @pytest.mark.parametrize(
@@ -339,11 +327,8 @@ def test_ps_kd_resumed_run_equals_uninterrupted() -> None:
 
 
 def test_ps_kd_trains_the_minimal_job() -> None:
-    result = train(parse_spec(spec([{"name": "ps_kd"}])))
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"]) and math.isfinite(
-        result.final_metrics["val_loss"]
-    )
+    result = train_minimal_job([{"name": "ps_kd"}])
+    assert math.isfinite(result.final_metrics["val_loss"])
 
 
 def test_flags() -> None:
@@ -364,9 +349,7 @@ def test_flags() -> None:
     ],
 )
 def test_bad_settings_name_the_field(reg: dict[str, Any], path: str) -> None:
-    with pytest.raises(SpecError) as info:
-        parse_spec(spec([reg]))
-    assert [e["path"] for e in info.value.errors] == [path]
+    assert_bad_setting(reg, path)
 
 
 def test_kd_default_convention() -> None:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import math
 
+from tests.regularizers.helpers import minimal_job
 from trainlib import parse_spec, train
 
 
 def tiny(regularizers: list[dict]) -> dict:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "regularizers": regularizers,
-        "train": {"steps": 30, "log_every": 10, "eval_every": 30, "device": "cpu"},
-    }
+    return minimal_job(regularizers, steps=30)
 
 
 def test_ema_listed_before_a_reparametrization_averages_the_reparametrized_model() -> None:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainlib import parse_spec, train
+from tests.regularizers.helpers import assert_bad_setting, minimal_job, train_minimal_job
+from trainlib import parse_spec
 from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import Regularizer, SetupContext
@@ -142,19 +143,7 @@ def assert_resumes(
 
 
 def spec(regs: list[dict[str, Any]], **optimizer: Any) -> dict[str, Any]:
-    return {
-        "data": {"name": "digits", "batch_size": 64},
-        "model": {"name": "mlp", "hidden": [32]},
-        "optimizer": optimizer or {"name": "adamw", "lr": 3e-3},
-        "regularizers": regs,
-        "train": {"steps": 40, "log_every": 10, "eval_every": 40, "device": "cpu"},
-    }
-
-
-def spec_error_paths(raw: dict[str, Any]) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(raw)
-    return [e["path"] for e in info.value.errors]
+    return minimal_job(regs, optimizer=optimizer or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,9 +374,7 @@ def test_resumed_run_equals_uninterrupted(specs: list[dict[str, Any]], norm: boo
     ids=lambda r: r["name"],
 )
 def test_trains_the_minimal_job(reg: dict[str, Any]) -> None:
-    result = train(parse_spec(spec([reg])))
-    assert result.status == "completed"
-    assert math.isfinite(result.final_metrics["loss"])
+    result = train_minimal_job([reg])
     assert math.isfinite(result.final_metrics["val_loss"])
 
 
@@ -424,7 +411,7 @@ def test_two_step_strategies_are_a_spec_error(
     ],
 )
 def test_bad_settings_name_the_field(reg: dict[str, Any], path: str) -> None:
-    assert spec_error_paths(spec([reg])) == [path]
+    assert_bad_setting(reg, path)
 
 
 def test_step_strategy_flags() -> None:
