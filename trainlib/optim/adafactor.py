@@ -20,6 +20,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -256,16 +257,4 @@ def _approx_rsqrt(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     paper="Adafactor: Adaptive Learning Rates with Sublinear Memory Cost (Shazeer & Stern, 2018)",
 )
 def build_adafactor(s: AdafactorSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Adafactor(
-        groups,
-        lr=s.lr,
-        relative_step=s.relative_step,
-        warmup_init=s.warmup_init,
-        scale_parameter=s.scale_parameter,
-        eps=s.eps,
-        clip_threshold=s.clip_threshold,
-        decay_rate=s.decay_rate,
-        beta1=s.beta1,
-        weight_decay=s.weight_decay,
-        foreach=s.foreach,
-    )
+    return Adafactor(groups, **settings_kwargs(s))

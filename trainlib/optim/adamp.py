@@ -30,6 +30,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     check_betas,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -318,17 +319,7 @@ class SGDP(_Projected):
     "(Heo et al., 2021)",
 )
 def build_adamp(s: AdamPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return AdamP(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        delta=s.delta,
-        wd_ratio=s.wd_ratio,
-        nesterov=s.nesterov,
-        foreach=s.foreach,
-    )
+    return AdamP(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -339,15 +330,4 @@ def build_adamp(s: AdamPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     "(Heo et al., 2021)",
 )
 def build_sgdp(s: SGDPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return SGDP(
-        groups,
-        lr=s.lr,
-        momentum=s.momentum,
-        dampening=s.dampening,
-        weight_decay=s.weight_decay,
-        nesterov=s.nesterov,
-        eps=s.eps,
-        delta=s.delta,
-        wd_ratio=s.wd_ratio,
-        foreach=s.foreach,
-    )
+    return SGDP(groups, **settings_kwargs(s))

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    settings_kwargs,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 
@@ -135,13 +141,4 @@ class AlrSmag(RegimenOptimizer):
     "(Wang, Johansson, Zhang, 2023)",
 )
 def build_alr_smag(s: AlrSmagSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return AlrSmag(
-        groups,
-        lr=s.lr,
-        beta=s.beta,
-        lb=s.lb,
-        c=s.c,
-        weight_decay=s.weight_decay,
-        clamp_negative=s.clamp_negative,
-        foreach=s.foreach,
-    )
+    return AlrSmag(groups, **settings_kwargs(s))

@@ -7,7 +7,7 @@ as torch's do, so per-group learning rates and weight decay work everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -66,6 +66,13 @@ class OptimizerSettings(_Strict):
     foreach: bool | None = Field(
         None, description="multi-tensor (foreach) kernels; None = the faster path for the device"
     )
+
+
+def settings_kwargs(s: OptimizerSettings, drop: Collection[str] = ()) -> dict[str, Any]:
+    """The settings as the optimizer's keyword arguments: every field but the registry's tag
+    (name), the loop's own (clip, groups) and `drop`, so builders cannot miss a new field."""
+    skip = {"name", "clip", "groups", *drop}
+    return {name: getattr(s, name) for name in type(s).model_fields if name not in skip}
 
 
 def check_betas(betas: tuple[float, ...]) -> None:

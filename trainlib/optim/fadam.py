@@ -20,6 +20,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -187,13 +188,4 @@ def _clip_rms_(xs: list[torch.Tensor], roots: list[float], c: float) -> None:
     "information (Hwang, 2024)",
 )
 def build_fadam(s: FAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return FAdam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        clip_threshold=s.clip_threshold,
-        p=s.p,
-        weight_decay=s.weight_decay,
-        foreach=s.foreach,
-    )
+    return FAdam(groups, **settings_kwargs(s))

@@ -46,6 +46,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.optim.lowrank import (
@@ -296,22 +297,4 @@ class Frugal(RegimenOptimizer):
     "Training (Zmushko, Beznosikov, Takáč, Horváth, 2024)",
 )
 def build_frugal(s: FrugalSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Frugal(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        correct_bias=s.correct_bias,
-        density=s.density,
-        update_gap=s.update_gap,
-        reset_statistics=s.reset_statistics,
-        inactive_update_rule=s.inactive_update_rule,
-        inactive_lr_scale=s.inactive_lr_scale,
-        proj_params_lr_scale=s.proj_params_lr_scale,
-        proj_side=s.proj_side,
-        proj_type=s.proj_type,
-        seed=s.seed,
-        adamw_for=s.adamw_for,
-        foreach=s.foreach,
-    )
+    return Frugal(groups, **settings_kwargs(s))

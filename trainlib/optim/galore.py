@@ -46,6 +46,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.optim.lowrank import (
@@ -192,17 +193,4 @@ class GaLore(RegimenOptimizer):
     "(Zhao, Zhang, Chen, Wang, Anandkumar, Tian, 2024)",
 )
 def build_galore(s: GaLoreSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return GaLore(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        correct_bias=s.correct_bias,
-        rank=s.rank,
-        update_proj_gap=s.update_proj_gap,
-        scale=s.scale,
-        proj_type=s.proj_type,
-        adamw_for=s.adamw_for,
-        foreach=s.foreach,
-    )
+    return GaLore(groups, **settings_kwargs(s))

@@ -25,6 +25,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -130,12 +131,4 @@ class Grams(RegimenOptimizer):
     paper="Grams: Gradient Descent with Adaptive Momentum Scaling (Cao, Li & Song, 2024)",
 )
 def build_grams(s: GramsSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Grams(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        correct_bias=s.correct_bias,
-        foreach=s.foreach,
-    )
+    return Grams(groups, **settings_kwargs(s))

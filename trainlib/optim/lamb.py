@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups
+from trainlib.optim.base import OptimizerSettings, ParamGroups, settings_kwargs
 from trainlib.optim.per_tensor import PerTensorOptimizer
 from trainlib.registries import OPTIMIZERS
 
@@ -253,17 +253,7 @@ class Lars(PerTensorOptimizer):
     "(You et al., 2020)",
 )
 def build_lamb(s: LambSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lamb(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        bias_correction=s.bias_correction,
-        norm_bounds=s.norm_bounds,
-        exclude_1d=s.exclude_1d,
-        foreach=s.foreach,
-    )
+    return Lamb(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -273,14 +263,4 @@ def build_lamb(s: LambSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Large Batch Training of Convolutional Networks (You et al., 2017)",
 )
 def build_lars(s: LarsSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lars(
-        groups,
-        lr=s.lr,
-        momentum=s.momentum,
-        weight_decay=s.weight_decay,
-        trust_coefficient=s.trust_coefficient,
-        eps=s.eps,
-        trust_clip=s.trust_clip,
-        exclude_1d=s.exclude_1d,
-        foreach=s.foreach,
-    )
+    return Lars(groups, **settings_kwargs(s))

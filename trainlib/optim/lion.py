@@ -27,6 +27,7 @@ from trainlib.optim.base import (
     RegimenOptimizer,
     check_betas,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -111,4 +112,4 @@ class Lion(RegimenOptimizer):
     paper="Symbolic Discovery of Optimization Algorithms (Chen et al., 2023)",
 )
 def build_lion(s: LionSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lion(groups, lr=s.lr, betas=s.betas, weight_decay=s.weight_decay, foreach=s.foreach)
+    return Lion(groups, **settings_kwargs(s))

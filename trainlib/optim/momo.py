@@ -24,7 +24,13 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
+from trainlib.optim.base import (
+    OptimizerSettings,
+    ParamGroups,
+    RegimenOptimizer,
+    settings_kwargs,
+    use_foreach,
+)
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -388,16 +394,7 @@ def _sums(xs: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tenso
     paper="MoMo: Momentum Models for Adaptive Learning Rates (Schaipp et al., 2024)",
 )
 def build_momo(s: MomoSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Momo(
-        groups,
-        lr=s.lr,
-        beta=s.beta,
-        lb=s.lb,
-        bias_correction=s.bias_correction,
-        use_fstar=s.use_fstar,
-        weight_decay=s.weight_decay,
-        foreach=s.foreach,
-    )
+    return Momo(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -407,14 +404,4 @@ def build_momo(s: MomoSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="MoMo: Momentum Models for Adaptive Learning Rates (Schaipp et al., 2024)",
 )
 def build_momo_adam(s: MomoAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return MomoAdam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        lb=s.lb,
-        divide=s.divide,
-        use_fstar=s.use_fstar,
-        weight_decay=s.weight_decay,
-        foreach=s.foreach,
-    )
+    return MomoAdam(groups, **settings_kwargs(s))

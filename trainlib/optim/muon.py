@@ -38,6 +38,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -249,18 +250,4 @@ class Muon(RegimenOptimizer):
     paper="Muon: An optimizer for hidden layers in neural networks (Keller Jordan, 2024, blog)",
 )
 def build_muon(s: MuonSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Muon(
-        groups,
-        lr=s.lr,
-        momentum=s.momentum,
-        nesterov=s.nesterov,
-        ns_steps=s.ns_steps,
-        weight_decay=s.weight_decay,
-        adamw_lr=s.adamw_lr,
-        adamw_betas=s.adamw_betas,
-        adamw_eps=s.adamw_eps,
-        adamw_for=s.adamw_for,
-        ns_dtype=s.ns_dtype,
-        adjust_lr=s.adjust_lr,
-        foreach=s.foreach,
-    )
+    return Muon(groups, **settings_kwargs(s))

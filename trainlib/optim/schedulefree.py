@@ -33,6 +33,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -194,14 +195,4 @@ class ScheduleFreeAdamW(RegimenOptimizer):
 def build_schedulefree_adamw(
     s: ScheduleFreeAdamWSettings, groups: ParamGroups
 ) -> torch.optim.Optimizer:
-    return ScheduleFreeAdamW(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        warmup_steps=s.warmup_steps,
-        r=s.r,
-        weight_lr_power=s.weight_lr_power,
-        foreach=s.foreach,
-    )
+    return ScheduleFreeAdamW(groups, **settings_kwargs(s))

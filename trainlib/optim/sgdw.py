@@ -26,6 +26,7 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.optim.torch_native import independent_decay_factor
@@ -187,13 +188,4 @@ class SGDW(RegimenOptimizer):
     paper="Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019)",
 )
 def build_sgdw(s: SGDWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return SGDW(
-        groups,
-        lr=s.lr,
-        momentum=s.momentum,
-        dampening=s.dampening,
-        weight_decay=s.weight_decay,
-        nesterov=s.nesterov,
-        decay=s.decay,
-        foreach=s.foreach,
-    )
+    return SGDW(groups, **settings_kwargs(s))

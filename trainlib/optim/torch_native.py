@@ -19,6 +19,7 @@ from trainlib.optim.base import (
     OptimizerSettings,
     ParamGroups,
     closure_loss,
+    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -247,22 +248,18 @@ class LazyAdagrad(torch.optim.Adagrad):
         return loss
 
 
+def _fused_kwargs(s: OptimizerSettings, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """settings_kwargs plus torch's fused kernel, unless a (foreach or loop) path is chosen."""
+    return {**settings_kwargs(s, drop), "fused": s.foreach is None}
+
+
 @OPTIMIZERS.register(
     "sgd",
     settings=SGDSettings,
     summary="SGD with momentum, Nesterov and coupled L2 weight decay (torch.optim.SGD)",
 )
 def build_sgd(s: SGDSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        groups,
-        lr=s.lr,
-        momentum=s.momentum,
-        dampening=s.dampening,
-        nesterov=s.nesterov,
-        weight_decay=s.weight_decay,
-        foreach=s.foreach,
-        fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
-    )
+    return torch.optim.SGD(groups, **_fused_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -272,16 +269,7 @@ def build_sgd(s: SGDSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Adam: A Method for Stochastic Optimization (Kingma & Ba, 2015)",
 )
 def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.Adam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        amsgrad=s.amsgrad,
-        foreach=s.foreach,
-        fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
-    )
+    return torch.optim.Adam(groups, **_fused_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -293,25 +281,8 @@ def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
 )
 def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     if s.decay == "coupled_lr":
-        return torch.optim.AdamW(
-            groups,
-            lr=s.lr,
-            betas=s.betas,
-            eps=s.eps,
-            weight_decay=s.weight_decay,
-            amsgrad=s.amsgrad,
-            foreach=s.foreach,
-            fused=s.foreach is None,  # torch's fused kernel unless a path is chosen
-        )
-    return AdamWIndependentDecay(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        amsgrad=s.amsgrad,
-        foreach=s.foreach,
-    )
+        return torch.optim.AdamW(groups, **_fused_kwargs(s, drop=("decay",)))
+    return AdamWIndependentDecay(groups, **settings_kwargs(s, drop=("decay",)))
 
 
 @OPTIMIZERS.register(
@@ -321,16 +292,7 @@ def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Incorporating Nesterov Momentum into Adam (Dozat, 2016)",
 )
 def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return NAdam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        momentum_decay=s.momentum_decay,
-        decoupled_weight_decay=s.decoupled_weight_decay,
-        foreach=s.foreach,
-    )
+    return NAdam(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -340,15 +302,7 @@ def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="On the Variance of the Adaptive Learning Rate and Beyond (Liu et al., 2020)",
 )
 def build_radam(s: RAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.RAdam(
-        groups,
-        lr=s.lr,
-        betas=s.betas,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        decoupled_weight_decay=s.decoupled_weight_decay,
-        foreach=s.foreach,
-    )
+    return torch.optim.RAdam(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -359,16 +313,7 @@ def build_radam(s: RAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     "magnitude (Tieleman & Hinton, 2012)",
 )
 def build_rmsprop(s: RMSpropSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(
-        groups,
-        lr=s.lr,
-        alpha=s.alpha,
-        eps=s.eps,
-        weight_decay=s.weight_decay,
-        momentum=s.momentum,
-        centered=s.centered,
-        foreach=s.foreach,
-    )
+    return torch.optim.RMSprop(groups, **settings_kwargs(s))
 
 
 @OPTIMIZERS.register(
@@ -379,12 +324,4 @@ def build_rmsprop(s: RMSpropSettings, groups: ParamGroups) -> torch.optim.Optimi
     "(Duchi, Hazan & Singer, 2011)",
 )
 def build_adagrad(s: AdagradSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return LazyAdagrad(
-        groups,
-        lr=s.lr,
-        lr_decay=s.lr_decay,
-        weight_decay=s.weight_decay,
-        initial_accumulator_value=s.initial_accumulator_value,
-        eps=s.eps,
-        foreach=s.foreach,
-    )
+    return LazyAdagrad(groups, **settings_kwargs(s))
