@@ -22,14 +22,17 @@ import torch
 from pydantic import Field, model_validator
 
 from trainlib.optim.base import (
-    OptimizerSettings,
     ParamGroups,
     RegimenOptimizer,
     closure_loss,
     settings_kwargs,
     use_foreach,
 )
-from trainlib.optim.torch_native import independent_decay_factor
+from trainlib.optim.decay import (
+    IndependentDecaySettings,
+    independent_decay_factor,
+    remember_base_lr,
+)
 from trainlib.registries import OPTIMIZERS
 
 #: with decay="independent" and no weight_decay given: the decay per step the default
@@ -37,7 +40,7 @@ from trainlib.registries import OPTIMIZERS
 INDEPENDENT_DEFAULT_DECAY = 5e-5
 
 
-class SGDWSettings(OptimizerSettings):
+class SGDWSettings(IndependentDecaySettings):
     """SGDW: SGD with (Nesterov) momentum and decoupled weight decay (Decoupled Weight Decay
     Regularization, Loshchilov & Hutter, 2019).
 
@@ -61,21 +64,13 @@ class SGDWSettings(OptimizerSettings):
         description="coupled_lr: θ·(1 − η_t λ) (timm, pytorch-optimizer); independent: "
         "θ·(1 − (η_t/η_max) λ) (the authors' code, Composer)",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _independent_default_decay(cls, data: Any) -> Any:
-        independent = isinstance(data, dict) and data.get("decay") == "independent"
-        if independent and "weight_decay" not in data:
-            return {**data, "weight_decay": INDEPENDENT_DEFAULT_DECAY}
-        return data
+    independent_default_decay = INDEPENDENT_DEFAULT_DECAY
 
     @model_validator(mode="after")
     def _consistent(self) -> SGDWSettings:
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov needs momentum > 0 and dampening = 0")
-        if self.decay == "independent" and self.weight_decay > 1:
-            raise ValueError("weight_decay must be <= 1 with decay='independent'")
+        self.check_independent_decay()
         return self
 
 
@@ -108,8 +103,7 @@ class SGDW(RegimenOptimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        group.setdefault("base_lr", float(group["lr"]))  # η_max when no scheduler sets initial_lr
+        remember_base_lr(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

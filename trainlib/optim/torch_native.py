@@ -22,6 +22,11 @@ from trainlib.optim.base import (
     settings_kwargs,
     use_foreach,
 )
+from trainlib.optim.decay import (
+    IndependentDecaySettings,
+    independent_decay_factor,
+    remember_base_lr,
+)
 from trainlib.registries import OPTIMIZERS
 
 
@@ -53,10 +58,7 @@ class AdamSettings(_MomentSettings):
     amsgrad: bool = False
 
 
-INDEPENDENT_DEFAULT_DECAY = 1e-4
-
-
-class AdamWSettings(AdamSettings):
+class AdamWSettings(AdamSettings, IndependentDecaySettings):
     """AdamW: Adam with weight decay decoupled from the gradient (torch.optim.AdamW; Decoupled
     Weight Decay Regularization, Loshchilov & Hutter, 2019).
 
@@ -66,6 +68,8 @@ class AdamWSettings(AdamSettings):
     so λ no longer scales with the peak lr. Its default λ is the paper's 1e-4 (1e-2 at that scale
     would shrink every weight by 1% a step).
     """
+
+    independent_default_decay = 1e-4  # the paper's
 
     weight_decay: float = Field(
         1e-2,
@@ -79,28 +83,10 @@ class AdamWSettings(AdamSettings):
         "(Wortsman et al.)",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _independent_default_decay(cls, data: Any) -> Any:
-        independent = isinstance(data, dict) and data.get("decay") == "independent"
-        if independent and "weight_decay" not in data:
-            return {**data, "weight_decay": INDEPENDENT_DEFAULT_DECAY}
-        return data
-
     @model_validator(mode="after")
     def _independent_decay_at_most_one(self) -> AdamWSettings:
-        # η_t/η_max ≤ 1, so λ ≤ 1 keeps the factor 1 − s_t λ in [0, 1]
-        if self.decay == "independent" and self.weight_decay > 1:
-            raise ValueError("weight_decay must be <= 1 with decay='independent'")
+        self.check_independent_decay()
         return self
-
-
-def independent_decay_factor(group: dict[str, Any]) -> float:
-    """1 − (η_t/η_max) λ for a group: η_max is the lr a torch scheduler started from
-    (`initial_lr`), else the lr at construction (`base_lr`); no decay when η_max is 0."""
-    peak = float(group.get("initial_lr", group["base_lr"]))
-    scale = float(group["lr"]) / peak if peak > 0 else 0.0
-    return 1.0 - scale * float(group["weight_decay"])
 
 
 class AdamWIndependentDecay(torch.optim.AdamW):
@@ -112,8 +98,7 @@ class AdamWIndependentDecay(torch.optim.AdamW):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        group.setdefault("base_lr", float(group["lr"]))  # η_max when no scheduler sets initial_lr
+        remember_base_lr(self.param_groups[-1])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
