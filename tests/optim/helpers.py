@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -232,15 +232,6 @@ def train_tiny_job(
     return result
 
 
-@dataclass
-class Convergence:
-    name: str
-    x0: list[float]
-    loss: Callable[[torch.Tensor], torch.Tensor]
-    target: float
-    history: list[float] = field(default_factory=list)
-
-
 def rosenbrock(x: torch.Tensor) -> torch.Tensor:
     return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
 
@@ -281,3 +272,34 @@ def logistic_loss() -> Callable[[torch.Tensor], torch.Tensor]:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
 
     return loss
+
+
+# The three standard problems, each from its standard start (losses 12.5, 14.2 and ln 2).
+STARTS: dict[str, list[float]] = {
+    "rosenbrock": [-1.5, 2.0],
+    "beale": [1.0, 1.0],
+    "logistic": [0.0, 0.0, 0.0],
+}
+
+
+@dataclass(frozen=True)
+class Convergence:
+    problem: str  # a key of STARTS
+    steps: int
+    settings: dict[str, Any]
+    target: float
+
+
+def converges(problem: str, steps: int, settings: dict[str, Any], target: float) -> Any:
+    """A pytest parameter: `steps` steps with `settings` end below `target` on `problem`."""
+    return pytest.param(Convergence(problem, steps, settings, target), id=problem)
+
+
+def assert_converges(name: str, case: Convergence) -> None:
+    """The optimizer `name` with the case's settings ends below its target (itself below the
+    loss at the start, so the target means progress)."""
+    loss_fn = {"rosenbrock": rosenbrock, "beale": beale, "logistic": logistic_loss()}[case.problem]
+    x0 = STARTS[case.problem]
+    start = float(loss_fn(torch.tensor(x0, dtype=torch.float64)))
+    final = minimise({"name": name, **case.settings}, loss_fn, x0, case.steps)
+    assert final < case.target < start, f"{case.problem}: {final} (target {case.target})"

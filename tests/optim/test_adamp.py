@@ -23,6 +23,7 @@ from tests.optim.helpers import (
     minimise,
     quadratic_problem,
     rosenbrock,
+    steps_with_gradients,
     train_tiny_job,
     with_uniform_decay,
 )
@@ -145,21 +146,10 @@ G1 = [[0.4, -0.2], [0.1, 0.3]]  # each row ⟂ the matching row of W0
 G2 = [[0.2, 0.1], [-0.1, 0.5]]
 
 
-def run_fixture(spec: dict[str, Any], theta0: Any, grads: list[Any]) -> list[np.ndarray]:
-    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-    return out
-
-
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adamp_worked_example_fixture_b(foreach: bool) -> None:
     spec = {"name": "adamp", "lr": 0.1, "weight_decay": 0.1, "foreach": foreach}
-    w1, w2 = run_fixture(spec, W0, [G1, G2])
+    w1, w2 = steps_with_gradients(spec, W0, [G1, G2])
     # step 1: channel view triggers; decay 1 − 0.1·0.1·0.1; step size η/(1 − β1) = 1
     projected = 0.999 * np.array(W0) - w1
     np.testing.assert_allclose(
@@ -175,14 +165,14 @@ def test_adamp_worked_example_fixture_b(foreach: bool) -> None:
 @pytest.mark.parametrize("foreach", [False, True])
 def test_adamp_on_a_vector_is_torch_adamw(foreach: bool) -> None:
     spec = {"name": "adamp", "lr": 0.1, "weight_decay": 0.1, "foreach": foreach}
-    _, theta2 = run_fixture(spec, [1.0, -2.0], [[0.5, -1.0], [-0.3, 0.2]])
+    _, theta2 = steps_with_gradients(spec, [1.0, -2.0], [[0.5, -1.0], [-0.3, 0.2]])
     np.testing.assert_allclose(theta2, [0.8619501989, -1.810097394], atol=1e-9)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_sgdp_worked_example_fixture_b(foreach: bool) -> None:
     spec = {"name": "sgdp", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "foreach": foreach}
-    w1, w2 = run_fixture(spec, W0, [G1, G2])
+    w1, w2 = steps_with_gradients(spec, W0, [G1, G2])
     # decay 1 − 0.1·1e-3·0.1/(1 − 0.9) = 0.9999 (wd_ratio and the 1/(1 − μ) factor)
     np.testing.assert_allclose(w1, [[0.9599, 2.0198], [2.9897, -1.0299]], atol=1e-9)
     np.testing.assert_allclose(w2, [[0.9029401, 2.0257802], [2.9877103, -1.1058701]], atol=1e-9)
@@ -191,7 +181,7 @@ def test_sgdp_worked_example_fixture_b(foreach: bool) -> None:
 def test_sgdp_dampening_applies_at_the_first_step() -> None:
     """The buffer starts at zero: b1 = (1 − τ) g1 (torch SGD would take b1 = g1)."""
     spec = {"name": "sgdp", "lr": 0.1, "momentum": 0.9, "dampening": 0.5}
-    (theta1,) = run_fixture(spec, [1.0, -2.0], [[0.5, -1.0]])
+    (theta1,) = steps_with_gradients(spec, [1.0, -2.0], [[0.5, -1.0]])
     np.testing.assert_allclose(theta1, [0.975, -1.95], atol=1e-15)
 
 
@@ -208,7 +198,9 @@ def test_adamp_leaves_non_scale_invariant_weights_with_the_adamw_update() -> Non
     """No view triggers ⇒ AdamP is AdamW (decay θ(1 − ηλ), ε on the corrected root)."""
     w0 = np.random.default_rng(0).normal(size=(4, 3, 2, 2))
     grads = aligned_gradients(w0, 10)
-    ours = run_fixture({"name": "adamp", "lr": 0.01, "weight_decay": 0.1, "eps": 1e-6}, w0, grads)
+    ours = steps_with_gradients(
+        {"name": "adamp", "lr": 0.01, "weight_decay": 0.1, "eps": 1e-6}, w0, grads
+    )
     p = nn.Parameter(torch.tensor(w0))
     adamw = torch.optim.AdamW([p], lr=0.01, weight_decay=0.1, eps=1e-6)
     for g, mine in zip(grads, ours, strict=True):
@@ -222,7 +214,7 @@ def test_sgdp_leaves_non_scale_invariant_weights_with_the_sgd_update() -> None:
     w0 = np.random.default_rng(1).normal(size=(3, 5))
     grads = aligned_gradients(w0, 10)
     spec = {"name": "sgdp", "lr": 0.01, "momentum": 0.9, "nesterov": True}
-    ours = run_fixture(spec, w0, grads)
+    ours = steps_with_gradients(spec, w0, grads)
     p = nn.Parameter(torch.tensor(w0))
     sgd = torch.optim.SGD([p], lr=0.01, momentum=0.9, nesterov=True)
     for g, mine in zip(grads, ours, strict=True):
@@ -254,7 +246,7 @@ def test_update_to_scale_invariant_weights_is_orthogonal_to_each_row(
     )
     decay = 1 - lr * lam * 0.1 / ((1 - mu) if name == "sgdp" else 1)  # wd_ratio 0.1
 
-    (w1,) = run_fixture({**spec, "lr": lr}, W0, [G1])
+    (w1,) = steps_with_gradients({**spec, "lr": lr}, W0, [G1])
     assert_orthogonal_rows(w1 - decay * np.array(W0), np.array(W0))
 
     problem = row_normalised(seed=4)
@@ -287,13 +279,13 @@ def test_layer_view_triggers_when_the_channel_view_does_not() -> None:
     w0 = np.array([[1.0, 0.0], [1.0, 0.0]])
     g = np.array([[1.0, 0.0], [-1.0, 0.0]])
     spec = {"name": "sgdp", "lr": 0.1, "weight_decay": 0.1}
-    (w1,) = run_fixture(spec, w0, [g])
+    (w1,) = steps_with_gradients(spec, w0, [g])
     # ⟨g, w0⟩ = 0: the update is unchanged by the projection, the decay uses wd_ratio
     np.testing.assert_allclose(w1, w0 * (1 - 0.1 * 0.1 * 0.1) - 0.1 * g, atol=1e-15)
     # a non-orthogonal update component is removed for the tensor as a whole
     w0b = np.array([[1.0, 1.0], [2.0, 2.0]])
     gb = np.array([[2.0, 2.0], [-1.0, -1.0]])  # Adam's update ≈ sign(g): not ⟂ w0b
-    (w1b,) = run_fixture({"name": "adamp", "lr": 0.1, "betas": (0.0, 0.999)}, w0b, [gb])
+    (w1b,) = steps_with_gradients({"name": "adamp", "lr": 0.1, "betas": (0.0, 0.999)}, w0b, [gb])
     step = (w1b - w0b).reshape(1, -1)
     assert_orthogonal_rows(step, w0b.reshape(1, -1))
     per_row = (step.reshape(2, 2) * w0b).sum(axis=1)
@@ -304,7 +296,7 @@ def test_layer_view_triggers_when_the_channel_view_does_not() -> None:
 def test_vectors_are_never_projected_and_get_the_full_decay(name: str) -> None:
     """A gradient ⟂ a 1-D θ: no projection for ndim ≤ 1, decay factor 1 − ηλ(/(1 − μ))."""
     spec = {"name": name, "lr": 0.1, "weight_decay": 0.1}
-    (theta1,) = run_fixture(spec, [1.0, 1.0], [[1.0, -1.0]])
+    (theta1,) = steps_with_gradients(spec, [1.0, 1.0], [[1.0, -1.0]])
     # both first steps are 0.1·[1, −1] (Adam's ≈ η sign(g)); 0.999 would mean wd_ratio
     np.testing.assert_allclose(theta1, 0.99 * np.ones(2) - [0.1, -0.1], atol=1e-7)
 

@@ -12,16 +12,15 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
-    minimise,
+    converges,
     quadratic_problem,
-    rosenbrock,
     train_tiny_job,
     trajectory,
     with_uniform_decay,
@@ -78,19 +77,17 @@ def test_parameter_without_gradient_is_untouched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loss_fn", "x0", "steps", "settings", "target"),
+    "case",
     [
         # f* = 0 is the true minimum of both: the Polyak step is at its best here
-        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 1.0}, 1e-8),
-        (beale, [1.0, 1.0], 1000, {"lr": 1.0}, 1e-8),
+        converges("rosenbrock", 2000, {"lr": 1.0}, 1e-8),
+        converges("beale", 1000, {"lr": 1.0}, 1e-8),
         # separable data: f* = 0 is only approached as |w| → ∞
-        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 1.0}, 0.1),
+        converges("logistic", 300, {"lr": 1.0}, 0.1),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
 )
-def test_converges(loss_fn, x0, steps, settings, target) -> None:
-    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69
-    assert minimise({"name": "alr_smag", **settings}, loss_fn, x0, steps) < target
+def test_converges(case: Convergence) -> None:
+    assert_converges("alr_smag", case)
 
 
 def test_d_is_a_sum_not_an_average() -> None:

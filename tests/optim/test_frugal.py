@@ -10,17 +10,17 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
+    converges,
     make_params,
     minimise,
     quadratic_problem,
-    rosenbrock,
     step_once,
     train_tiny_job,
     trajectory,
@@ -109,18 +109,16 @@ def test_parameter_without_gradient_is_untouched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loss_fn", "x0", "steps", "settings", "target"),
+    "case",
     [
         # 1-D parameters are never projected: these exercise FRUGAL's plain AdamW path
-        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 0.1, "weight_decay": 0.0}, 1e-6),
-        (beale, [1.0, 1.0], 1000, {"lr": 0.1, "weight_decay": 0.0}, 1e-6),
-        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 0.1, "weight_decay": 0.0}, 0.1),
+        converges("rosenbrock", 2000, {"lr": 0.1, "weight_decay": 0.0}, 1e-6),
+        converges("beale", 1000, {"lr": 0.1, "weight_decay": 0.0}, 1e-6),
+        converges("logistic", 300, {"lr": 0.1, "weight_decay": 0.0}, 0.1),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
 )
-def test_converges(loss_fn, x0, steps, settings, target) -> None:
-    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69
-    assert minimise({"name": "frugal", **settings}, loss_fn, x0, steps) < target
+def test_converges(case: Convergence) -> None:
+    assert_converges("frugal", case)
 
 
 def test_converges_on_a_matrix_least_squares_problem() -> None:

@@ -10,16 +10,15 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
-    minimise,
+    converges,
     quadratic_problem,
-    rosenbrock,
     train_tiny_job,
     trajectory,
     with_uniform_decay,
@@ -72,17 +71,15 @@ def test_parameter_without_gradient_is_untouched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loss_fn", "x0", "steps", "settings", "target"),
+    "case",
     [
-        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 0.1}, 1e-2),
-        (beale, [1.0, 1.0], 1000, {"lr": 0.1}, 1e-6),
-        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 0.1}, 0.15),
+        converges("rosenbrock", 2000, {"lr": 0.1}, 1e-2),
+        converges("beale", 1000, {"lr": 0.1}, 1e-6),
+        converges("logistic", 300, {"lr": 0.1}, 0.15),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
 )
-def test_converges(loss_fn, x0, steps, settings, target) -> None:
-    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69
-    assert minimise({"name": "grams", **settings}, loss_fn, x0, steps) < target
+def test_converges(case: Convergence) -> None:
+    assert_converges("grams", case)
 
 
 def test_a_zero_gradient_coordinate_does_not_move_despite_momentum() -> None:

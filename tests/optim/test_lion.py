@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,16 +10,15 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
-    minimise,
+    converges,
     quadratic_problem,
-    rosenbrock,
     train_tiny_job,
     trajectory,
     with_uniform_decay,
@@ -190,22 +188,17 @@ def test_closure_is_evaluated_before_the_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "problem", "x0", "steps", "threshold"),
+    "case",
     [
         # fixed-size sign steps rattle across Rosenbrock's narrow valley: Lion ends O(η) from the
         # minimum (3.5e-3 here), so the threshold is weaker than for adaptive methods
-        ({"lr": 3e-3}, rosenbrock, [-1.5, 2.0], 3000, 1e-2),
-        ({"lr": 1e-3}, beale, [1.0, 1.0], 2000, 1e-3),
-        ({"lr": 3e-2}, logistic_loss(), [0.0, 0.0, 0.0], 500, 0.08),
+        converges("rosenbrock", 3000, {"lr": 3e-3}, 1e-2),
+        converges("beale", 2000, {"lr": 1e-3}, 1e-3),
+        converges("logistic", 500, {"lr": 3e-2}, 0.08),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
 )
-def test_converges(
-    settings: dict, problem: Callable, x0: list[float], steps: int, threshold: float
-) -> None:
-    start = float(problem(torch.tensor(x0, dtype=torch.float64)))
-    final = minimise({"name": "lion", **settings}, problem, x0, steps)
-    assert final < threshold < start
+def test_converges(case: Convergence) -> None:
+    assert_converges("lion", case)
 
 
 # --- validation and a real job -------------------------------------------------------------------

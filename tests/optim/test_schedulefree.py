@@ -14,17 +14,16 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
+    converges,
     make_params,
-    minimise,
     quadratic_problem,
-    rosenbrock,
     step_once,
     train_tiny_job,
     trajectory,
@@ -149,17 +148,16 @@ def test_parameter_without_gradient_is_untouched() -> None:
 
 
 @pytest.mark.parametrize(
-    ("loss_fn", "x0", "steps", "settings", "target"),
+    "case",
     [
-        (rosenbrock, [-1.5, 2.0], 2000, {"lr": 0.1, "betas": (0.95, 0.999)}, 1e-2),
-        (beale, [1.0, 1.0], 1000, {"lr": 0.1}, 1e-4),
-        (logistic_loss(), [0.0, 0.0, 0.0], 300, {"lr": 0.1}, 0.15),
+        # measured at x (eval mode)
+        converges("rosenbrock", 2000, {"lr": 0.1, "betas": (0.95, 0.999)}, 1e-2),
+        converges("beale", 1000, {"lr": 0.1}, 1e-4),
+        converges("logistic", 300, {"lr": 0.1}, 0.15),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
 )
-def test_converges(loss_fn, x0, steps, settings, target) -> None:
-    # starts: Rosenbrock 12.5, Beale 14.2, logistic ln 2 ≈ 0.69; measured at x (eval mode)
-    assert minimise({"name": NAME, **settings}, loss_fn, x0, steps) < target
+def test_converges(case: Convergence) -> None:
+    assert_converges(NAME, case)
 
 
 def test_eval_then_train_restores_the_parameter_exactly() -> None:

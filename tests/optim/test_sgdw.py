@@ -12,17 +12,16 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    Convergence,
+    assert_converges,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
-    beale,
-    logistic_loss,
+    converges,
     make_params,
-    minimise,
     quadratic_problem,
-    rosenbrock,
     step_once,
     train_tiny_job,
     trajectory,
@@ -218,22 +217,16 @@ def test_closure_is_evaluated_before_the_step() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "problem", "x0", "steps", "threshold"),
+    "case",
     [
         # Rosenbrock's curvature (~1000 near the valley floor) caps a stable lr at ~1e-3
-        ({"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}, rosenbrock, [-1.5, 2.0], 3000, 1e-3),
-        ({"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0}, beale, [1.0, 1.0], 2000, 1e-3),
-        ({"lr": 0.5, "momentum": 0.9, "nesterov": True}, logistic_loss(), [0.0, 0.0, 0.0], 500,
-         0.08),
+        converges("rosenbrock", 3000, {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}, 1e-3),
+        converges("beale", 2000, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0}, 1e-3),
+        converges("logistic", 500, {"lr": 0.5, "momentum": 0.9, "nesterov": True}, 0.08),
     ],
-    ids=["rosenbrock", "beale", "logistic"],
-)  # fmt: skip
-def test_converges(
-    settings: dict, problem: Callable, x0: list[float], steps: int, threshold: float
-) -> None:
-    start = float(problem(torch.tensor(x0, dtype=torch.float64)))
-    final = minimise({"name": "sgdw", **settings}, problem, x0, steps)
-    assert final < threshold < start
+)
+def test_converges(case: Convergence) -> None:
+    assert_converges("sgdw", case)
 
 
 # --- validation and a real job -------------------------------------------------------------------
