@@ -13,9 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainlib import Sink, SpecError, TrainResult, parse_spec, train
+from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers import RegularizerStack, SetupContext
 from trainlib.step import train_step
+
+# A small classification problem over 12 steps, for the averaging and step-strategy tests.
+N, FEATURES, CLASSES, BATCH = 48, 6, 3, 16
+SMALL_SETUP = SetupContext(
+    info=DataInfo((FEATURES,), CLASSES),
+    total_steps=12,
+    steps_per_epoch=N // BATCH,
+    batch_size=BATCH,
+    train_size=N,
+    seed=0,
+)
 
 Parts = tuple[nn.Module, RegularizerStack, torch.optim.Optimizer]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -100,6 +112,14 @@ def sequential_batches(count: int = 10, seed: int = 5) -> list[Batch]:
     ]
 
 
+def roundtrip(obj: Any) -> Any:
+    """`obj` through torch.save and torch.load (weights only), as a checkpoint carries it."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
 def assert_resumes_bit_identically(
     raws: list[dict[str, Any]], setup: SetupContext, batches: list[Batch], stop_at: int
 ) -> tuple[Parts, Parts]:
@@ -111,11 +131,8 @@ def assert_resumes_bit_identically(
 
     first = fresh_parts(raws, setup, 0)
     run_parts(first, batches, range(stop_at))
-    buffer = io.BytesIO()
     state = {"model": first[0].state_dict(), "opt": first[2].state_dict()}
-    torch.save({**state, "reg": first[1].state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    saved = roundtrip({**state, "reg": first[1].state_dict()})
     resumed = fresh_parts(raws, setup, 1)  # another init: everything must come from the state
     resumed[0].load_state_dict(saved["model"])
     resumed[2].load_state_dict(saved["opt"])

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -11,9 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from tests.regularizers.helpers import assert_bad_setting, minimal_job
+from tests.regularizers.helpers import (
+    BATCH,
+    CLASSES,
+    FEATURES,
+    SMALL_SETUP,
+    N,
+    assert_bad_setting,
+    minimal_job,
+    roundtrip,
+)
 from trainlib import CollectingSink, parse_spec, train
-from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.averaging import Ema, Lawa, Swa
 from trainlib.regularizers.base import Regularizer, SetupContext
@@ -21,25 +28,16 @@ from trainlib.regularizers.stack import RegularizerStack
 from trainlib.step import train_step as plain_step
 
 D = torch.float64
-N, FEATURES, CLASSES, BATCH = 48, 6, 3, 16
-SETUP = SetupContext(
-    info=DataInfo((FEATURES,), CLASSES),
-    total_steps=12,
-    steps_per_epoch=N // BATCH,
-    batch_size=BATCH,
-    train_size=N,
-    seed=0,
-)
 SGD = torch.optim.SGD
 
 
 def setup_with(**changes: Any) -> SetupContext:
-    fields = {k: getattr(SETUP, k) for k in SETUP.__dataclass_fields__}
+    fields = {k: getattr(SMALL_SETUP, k) for k in SMALL_SETUP.__dataclass_fields__}
     fields.update(changes)
     return SetupContext(**fields)
 
 
-def build(name: str, setup: SetupContext = SETUP, **settings: Any) -> Regularizer:
+def build(name: str, setup: SetupContext = SMALL_SETUP, **settings: Any) -> Regularizer:
     reg: Regularizer = REGULARIZERS.build({"name": name, **settings}, setup)
     reg.name = name
     return reg
@@ -69,17 +67,10 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         torch.randn(N, FEATURES, generator=g, dtype=D),
         torch.randint(0, CLASSES, (N,), generator=g),
     )
-    epoch, pos = divmod(step, SETUP.steps_per_epoch)
+    epoch, pos = divmod(step, SMALL_SETUP.steps_per_epoch)
     order = torch.randperm(N, generator=torch.Generator().manual_seed(100 + epoch))
     idx = order[pos * BATCH : (pos + 1) * BATCH]
     return x[idx], y[idx], idx
-
-
-def roundtrip(obj: Any) -> Any:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +137,7 @@ def test_ema_scaling_rule_on_a_stream() -> None:
 # swa
 
 
-def swa(setup: SetupContext = SETUP, **settings: Any) -> Swa:
+def swa(setup: SetupContext = SMALL_SETUP, **settings: Any) -> Swa:
     reg = build("swa", setup, **settings)
     assert isinstance(reg, Swa)
     return reg
@@ -191,7 +182,7 @@ def test_swa_schedule(settings: dict[str, Any], collected_after: list[int]) -> N
     reg.configure_model(model)
     counts = []
     assert reg.evaluation_model() is None  # nothing to evaluate before the first snapshot
-    for step in range(SETUP.total_steps):
+    for step in range(SMALL_SETUP.total_steps):
         reg.after_step(model, SGD(model.parameters(), lr=0), step)
         counts.append(reg.n_averaged)
     expected = [sum(1 for c in collected_after if c <= done) for done in range(1, 13)]
@@ -322,7 +313,7 @@ def run(
 def test_resumed_run_equals_uninterrupted(reg: dict[str, Any], norm: bool) -> None:
     def fresh(seed: int) -> tuple[nn.Module, torch.optim.Optimizer, RegularizerStack]:
         model = mlp(seed, norm)
-        stack = RegularizerStack.build([REGULARIZERS.settings_for(reg)], SETUP)
+        stack = RegularizerStack.build([REGULARIZERS.settings_for(reg)], SMALL_SETUP)
         stack.configure_model(model)
         return model, SGD(model.parameters(), lr=0.1, momentum=0.9), stack
 
@@ -385,4 +376,4 @@ def test_swa_start_as_a_step_or_a_fraction() -> None:
     assert swa(start=0.5).start == 6
     assert swa(start=7).start == 7
     assert swa(start=0.55, setup=setup_with(total_steps=1000)).start == 550
-    assert swa().every == SETUP.steps_per_epoch
+    assert swa().every == SMALL_SETUP.steps_per_epoch

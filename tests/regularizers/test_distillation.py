@@ -3,7 +3,6 @@ formulas-regularizers.md. Oracle checks in float64, rtol 1e-6."""
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.regularizers.helpers import assert_bad_setting, minimal_job, train_minimal_job
+from tests.regularizers.helpers import assert_bad_setting, minimal_job, roundtrip, train_minimal_job
 from trainlib import CollectingSink, parse_spec, resolve, train
 from trainlib.checkpoint import load_weights, save_weights
 from trainlib.data import DataInfo
@@ -50,13 +49,6 @@ def build(name: str, context: SetupContext, **settings: Any) -> Regularizer:
     reg: Regularizer = REGULARIZERS.build({"name": name, **settings}, context)
     reg.name = name
     return reg
-
-
-def roundtrip(obj: Any) -> Any:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def context(

@@ -8,7 +8,6 @@ float64 with rtol 1e-6.
 from __future__ import annotations
 
 import copy
-import io
 import itertools
 import math
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.regularizers.helpers import roundtrip
 from trainlib import parse_spec, train
 from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
@@ -115,13 +115,6 @@ def _train(model: nn.Module, reg: Regularizer, opt: torch.optim.Optimizer, steps
         reg.after_step(model, opt, step)
 
 
-def _roundtrip(obj: Any) -> Any:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
 def assert_resumes_bit_identically(factory: Callable[[], Regularizer], steps: int = 8) -> None:
     """k steps, checkpoint (model, optimizer, regularizer), rebuild everything from another
     seed, load, continue: the weights equal an uninterrupted run's bit for bit."""
@@ -136,7 +129,7 @@ def assert_resumes_bit_identically(factory: Callable[[], Regularizer], steps: in
     reg_a.configure_model(model_a)
     opt_a = torch.optim.Adam(model_a.parameters(), lr=1e-2)
     _train(model_a, reg_a, opt_a, range(steps // 2))
-    saved = _roundtrip(
+    saved = roundtrip(
         {"model": model_a.state_dict(), "opt": opt_a.state_dict(), "reg": reg_a.state_dict()}
     )
 
@@ -165,7 +158,7 @@ def assert_state_roundtrip(factory: Callable[[], Regularizer], warm_steps: int =
                 p.add_(0.1 * torch.randn_like(p))
     fresh = factory()
     fresh.configure_model(model)  # captures θ₀ / vectors from the current weights: wrong ones
-    fresh.load_state_dict(_roundtrip(reg.state_dict()))
+    fresh.load_state_dict(roundtrip(reg.state_dict()))
     assert torch.equal(penalty(reg, model, warm_steps), penalty(fresh, model, warm_steps))
     mine, theirs = _flat(reg.state_dict()), _flat(fresh.state_dict())
     assert len(mine) == len(theirs) > 0

@@ -8,7 +8,6 @@ SGD at lr 0.01 on the negated loss, weight differences rescaled), in float64.
 from __future__ import annotations
 
 import copy
-import io
 import math
 from collections import OrderedDict
 from typing import Any
@@ -18,9 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.regularizers.helpers import assert_bad_setting, minimal_job, train_minimal_job
+from tests.regularizers.helpers import (
+    BATCH,
+    CLASSES,
+    FEATURES,
+    SMALL_SETUP,
+    N,
+    assert_bad_setting,
+    minimal_job,
+    roundtrip,
+    train_minimal_job,
+)
 from trainlib import parse_spec
-from trainlib.data import DataInfo
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import Regularizer, SetupContext
 from trainlib.regularizers.plasticity import ContinualBackprop, ShrinkPerturb, fresh_parameters
@@ -34,24 +42,15 @@ from trainlib.spec import SpecError
 from trainlib.step import train_step as plain_step
 
 D = torch.float64
-N, FEATURES, CLASSES, BATCH = 48, 6, 3, 16
-SETUP = SetupContext(
-    info=DataInfo((FEATURES,), CLASSES),
-    total_steps=12,
-    steps_per_epoch=N // BATCH,
-    batch_size=BATCH,
-    train_size=N,
-    seed=0,
-)
 
 
-def build(name: str, setup: SetupContext = SETUP, **settings: Any) -> Regularizer:
+def build(name: str, setup: SetupContext = SMALL_SETUP, **settings: Any) -> Regularizer:
     reg: Regularizer = REGULARIZERS.build({"name": name, **settings}, setup)
     reg.name = name
     return reg
 
 
-def stack_of(*specs: dict[str, Any], setup: SetupContext = SETUP) -> RegularizerStack:
+def stack_of(*specs: dict[str, Any], setup: SetupContext = SMALL_SETUP) -> RegularizerStack:
     return RegularizerStack.build([REGULARIZERS.settings_for(s) for s in specs], setup)
 
 
@@ -73,7 +72,7 @@ def dataset() -> tuple[torch.Tensor, torch.Tensor]:
 
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, y = dataset()
-    epoch, pos = divmod(step, SETUP.steps_per_epoch)
+    epoch, pos = divmod(step, SMALL_SETUP.steps_per_epoch)
     order = torch.randperm(N, generator=torch.Generator().manual_seed(100 + epoch))
     idx = order[pos * BATCH : (pos + 1) * BATCH]
     return x[idx], y[idx], idx
@@ -98,13 +97,6 @@ def run(
         stack.after_step(model, optimizer, step)
         losses.append(float(loss.detach()))
     return losses
-
-
-def roundtrip(obj: Any) -> Any:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def assert_resumes(
@@ -316,7 +308,7 @@ def test_warmup_takes_plain_steps_then_perturbs() -> None:
     reg = build("awp", gamma=0.1, warmup_epochs=1)
     x, y, _ = batch(0)
     plain, model = mlp(), mlp()
-    for _ in range(SETUP.steps_per_epoch):
+    for _ in range(SMALL_SETUP.steps_per_epoch):
         plain_step(plain, torch.optim.SGD(plain.parameters(), lr=0.1), x, y, nn.CrossEntropyLoss())
         reg.train_step(
             model, torch.optim.SGD(model.parameters(), lr=0.1), x, y, nn.CrossEntropyLoss()
@@ -329,7 +321,7 @@ def test_warmup_takes_plain_steps_then_perturbs() -> None:
     assert not torch.equal(plain[0].weight, model[0].weight)
     fresh = build("awp", gamma=0.1, warmup_epochs=1)
     fresh.load_state_dict(roundtrip(reg.state_dict()))
-    assert fresh.state_dict() == reg.state_dict() == {"steps": SETUP.steps_per_epoch + 1}
+    assert fresh.state_dict() == reg.state_dict() == {"steps": SMALL_SETUP.steps_per_epoch + 1}
 
 
 @pytest.mark.parametrize(
@@ -486,7 +478,7 @@ def test_shrink_perturb_gaussian_noise_has_scale_sigma() -> None:
 
 def test_shrink_perturb_runs_every_n_steps_but_never_after_the_last() -> None:
     setup = SetupContext(
-        SETUP.info, total_steps=9, steps_per_epoch=3, batch_size=16, train_size=48, seed=0
+        SMALL_SETUP.info, total_steps=9, steps_per_epoch=3, batch_size=16, train_size=48, seed=0
     )
     reg = build("shrink_perturb", setup, shrink=0.5, perturb=0.0)
     model = Scalar()
