@@ -101,6 +101,10 @@ class RegimenOptimizer(torch.optim.Optimizer):
     def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
         return [p for p in group["params"] if p.grad is not None]
 
+    def _groups_with_grads(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]]:
+        """(group, its tensors with a gradient) for each group that has any."""
+        return [(g, ps) for g in self.param_groups if (ps := self._params_with_grad(g))]
+
 
 def closure_loss(closure: Callable[[], Any] | None) -> Any:
     """The closure's loss, evaluated with gradients on (step() itself runs under no_grad)."""

@@ -78,10 +78,7 @@ class FAdam(RegimenOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
+        for group, params in self._groups_with_grads():
             if use_foreach(group["foreach"], params):
                 self._step_foreach(group, params)
             else:

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
+from trainlib.optim import lowrank
 from trainlib.optim.base import (
     OptimizerSettings,
     ParamGroups,
@@ -48,18 +49,6 @@ from trainlib.optim.base import (
     closure_loss,
     settings_kwargs,
     use_foreach,
-)
-from trainlib.optim.lowrank import (
-    Side,
-    adam_directions,
-    as_matrix,
-    is_projectable,
-    param_names,
-    project,
-    project_back,
-    resolve_side,
-    svd_basis,
-    update_moments,
 )
 from trainlib.registries import OPTIMIZERS
 
@@ -102,7 +91,7 @@ class FrugalSettings(OptimizerSettings):
 
 
 def _random_basis(
-    g: torch.Tensor, rank: int, side: Side, proj_type: str, generator: torch.Generator
+    g: torch.Tensor, rank: int, side: lowrank.Side, proj_type: str, generator: torch.Generator
 ) -> torch.Tensor:
     dim = g.shape[1] if side == "right" else g.shape[0]
     if proj_type == "randperm":
@@ -169,11 +158,11 @@ class Frugal(RegimenOptimizer):
 
     def _refresh(self, p: torch.Tensor, g: torch.Tensor, group: dict[str, Any], index: int) -> None:
         state = self.state[p]
-        side = resolve_side(group["proj_side"], g.shape[0], g.shape[1])
+        side = lowrank.resolve_side(group["proj_side"], g.shape[0], g.shape[1])
         rank = round(group["density"] * (g.shape[1] if side == "right" else g.shape[0]))
         refreshes = int(state["refreshes"].item()) if "refreshes" in state else 0
         if group["proj_type"] == "svd":
-            basis = svd_basis(g, rank, side)[0]
+            basis = lowrank.svd_basis(g, rank, side)[0]
         else:
             seed = hash((group["seed"], index, refreshes)) & 0x7FFF_FFFF_FFFF_FFFF
             generator = torch.Generator().manual_seed(seed)
@@ -181,7 +170,7 @@ class Frugal(RegimenOptimizer):
         state["projector"] = basis
         state["refreshes"] = torch.tensor(refreshes + 1, dtype=torch.int64)
         if "step" not in state or group["reset_statistics"]:
-            low = project(g, [basis], side)
+            low = lowrank.project(g, [basis], side)
             state["step"] = torch.zeros((), dtype=torch.float64)
             state["exp_avg"] = torch.zeros_like(low)
             state["exp_avg_sq"] = torch.zeros_like(low)
@@ -191,19 +180,21 @@ class Frugal(RegimenOptimizer):
         beta1, beta2 = group["betas"]
         params: list[torch.Tensor] = []
         inputs: list[torch.Tensor] = []
-        sides: list[Side | None] = []
-        for i, (name, p) in enumerate(zip(param_names(group), group["params"], strict=True)):
+        sides: list[lowrank.Side | None] = []
+        for i, (name, p) in enumerate(
+            zip(lowrank.param_names(group), group["params"], strict=True)
+        ):
             if p.grad is None:
                 continue
             state = self.state[p]
-            side: Side | None = None
+            side: lowrank.Side | None = None
             x = p.grad
-            if is_projectable(p, name, group):
-                g = as_matrix(p.grad)
+            if lowrank.is_projectable(p, name, group):
+                g = lowrank.as_matrix(p.grad)
                 if "step" not in state or int(state["step"].item()) % group["update_gap"] == 0:
                     self._refresh(p, g, group, first_index + i)
-                side = resolve_side(group["proj_side"], g.shape[0], g.shape[1])
-                x = project(g, [state["projector"]], side)
+                side = lowrank.resolve_side(group["proj_side"], g.shape[0], g.shape[1])
+                x = lowrank.project(g, [state["projector"]], side)
             elif "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.float64)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -229,7 +220,9 @@ class Frugal(RegimenOptimizer):
         if group["correct_bias"]:
             directions = self._corrected(moments, inputs, steps, group, foreach)
         else:
-            directions = adam_directions(moments, inputs, (beta1, beta2), group["eps"], foreach)
+            directions = lowrank.adam_directions(
+                moments, inputs, (beta1, beta2), group["eps"], foreach
+            )
         updates: list[torch.Tensor] = []
         for p, x, d, side in zip(params, inputs, directions, sides, strict=True):
             if side is None:
@@ -237,11 +230,12 @@ class Frugal(RegimenOptimizer):
                 continue
             active_lr = lr * group["proj_params_lr_scale"]
             basis = [self.state[p]["projector"]]
-            update = project_back(d, basis, side).mul_(-active_lr)
+            update = lowrank.project_back(d, basis, side).mul_(-active_lr)
             rule = group["inactive_update_rule"]
-            shape = as_matrix(p).shape
+            shape = lowrank.as_matrix(p).shape
             if rule != "no" and not self._captures_all(shape, side, basis[0], group["proj_type"]):
-                residual = as_matrix(p.grad) - project_back(x, basis, side)  # type: ignore[arg-type]
+                lifted = lowrank.project_back(x, basis, side)
+                residual = lowrank.as_matrix(p.grad) - lifted  # type: ignore[arg-type]
                 step = residual.sign() if rule == "sign_sgd" else residual
                 update.add_(step, alpha=-active_lr * group["inactive_lr_scale"])
             updates.append(update.reshape(p.shape))
@@ -252,7 +246,9 @@ class Frugal(RegimenOptimizer):
                 p.add_(u)
 
     @staticmethod
-    def _captures_all(shape: torch.Size, side: Side, basis: torch.Tensor, proj_type: str) -> bool:
+    def _captures_all(
+        shape: torch.Size, side: lowrank.Side, basis: torch.Tensor, proj_type: str
+    ) -> bool:
         """Whether the subspace holds all of G (then the residual is 0, not rounding noise).
 
         G's rows (columns) lie in the span of its top min(rows, cols) right (left) singular
@@ -275,7 +271,7 @@ class Frugal(RegimenOptimizer):
         beta1, beta2 = group["betas"]
         bc1 = [1 - beta1**t for t in steps]
         root_bc2 = [(1 - beta2**t) ** 0.5 for t in steps]
-        ms, vs = update_moments(moments, inputs, (beta1, beta2), foreach)
+        ms, vs = lowrank.update_moments(moments, inputs, (beta1, beta2), foreach)
         if foreach:
             denom = torch._foreach_sqrt(vs)
             torch._foreach_div_(denom, root_bc2)

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
+from trainlib.optim import lowrank
 from trainlib.optim.base import (
     OptimizerSettings,
     ParamGroups,
@@ -48,17 +49,6 @@ from trainlib.optim.base import (
     closure_loss,
     settings_kwargs,
     use_foreach,
-)
-from trainlib.optim.lowrank import (
-    Side,
-    adam_directions,
-    as_matrix,
-    is_projectable,
-    param_names,
-    project,
-    project_back,
-    resolve_side,
-    svd_basis,
 )
 from trainlib.registries import OPTIMIZERS
 
@@ -127,25 +117,25 @@ class GaLore(RegimenOptimizer):
         lr = group["lr"]
         params: list[torch.Tensor] = []
         inputs: list[torch.Tensor] = []
-        sides: list[Side | None] = []
-        for name, p in zip(param_names(group), group["params"], strict=True):
+        sides: list[lowrank.Side | None] = []
+        for name, p in zip(lowrank.param_names(group), group["params"], strict=True):
             if p.grad is None:
                 continue
             state = self.state[p]
             if "step" not in state:
                 state["step"] = torch.zeros((), dtype=torch.float64)
-            side: Side | None = None
+            side: lowrank.Side | None = None
             x = p.grad
-            if is_projectable(p, name, group):
-                g = as_matrix(p.grad)
-                side = resolve_side(group["proj_type"], g.shape[0], g.shape[1])
+            if lowrank.is_projectable(p, name, group):
+                g = lowrank.as_matrix(p.grad)
+                side = lowrank.resolve_side(group["proj_type"], g.shape[0], g.shape[1])
                 k = int(state["step"].item())
                 if "projector" not in state or k % group["update_proj_gap"] == 0:
-                    basis = svd_basis(g, group["rank"], side)
+                    basis = lowrank.svd_basis(g, group["rank"], side)
                     state["projector"] = basis[0]
                     if side == "full":
                         state["projector_right"] = basis[1]
-                x = project(g, self._basis(state, side), side)
+                x = lowrank.project(g, self._basis(state, side), side)
             if "exp_avg" not in state:
                 state["exp_avg"] = torch.zeros_like(x)
                 state["exp_avg_sq"] = torch.zeros_like(x)
@@ -158,13 +148,13 @@ class GaLore(RegimenOptimizer):
 
         foreach = use_foreach(group["foreach"], params)
         moments = [(self.state[p]["exp_avg"], self.state[p]["exp_avg_sq"]) for p in params]
-        directions = adam_directions(moments, inputs, (beta1, beta2), group["eps"], foreach)
+        directions = lowrank.adam_directions(moments, inputs, (beta1, beta2), group["eps"], foreach)
         updates: list[torch.Tensor] = []
         for p, d, side in zip(params, directions, sides, strict=True):
             t = self.state[p]["step"].item()
             size = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t) if group["correct_bias"] else lr
             if side is not None:
-                back = project_back(d, self._basis(self.state[p], side), side)
+                back = lowrank.project_back(d, self._basis(self.state[p], side), side)
                 d = back.reshape(p.shape) * group["scale"]
             updates.append(d.mul_(-size))
         decay = 1 - lr * group["weight_decay"]
@@ -179,7 +169,7 @@ class GaLore(RegimenOptimizer):
                     p.mul_(decay)
 
     @staticmethod
-    def _basis(state: dict[str, Any], side: Side) -> list[torch.Tensor]:
+    def _basis(state: dict[str, Any], side: lowrank.Side) -> list[torch.Tensor]:
         if side == "full":
             return [state["projector"], state["projector_right"]]
         return [state["projector"]]

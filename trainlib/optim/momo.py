@@ -109,9 +109,6 @@ class _MomoBase(RegimenOptimizer):
             self.state[_SHARED] = shared  # type: ignore[index]
         return shared
 
-    def _groups_with_grads(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]]:
-        return [(g, ps) for g in self.param_groups if (ps := self._params_with_grad(g))]
-
     def _step_size(
         self,
         group: dict[str, Any],

@@ -167,10 +167,7 @@ class Muon(RegimenOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
+        for group, params in self._groups_with_grads():
             foreach = use_foreach(group["foreach"], params)
             if group.get("use_muon", True):
                 self._muon(group, params, foreach)

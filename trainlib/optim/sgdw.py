@@ -108,10 +108,7 @@ class SGDW(RegimenOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = closure_loss(closure)
-        for group in self.param_groups:
-            params = self._params_with_grad(group)
-            if not params:
-                continue
+        for group, params in self._groups_with_grads():
             if group["weight_decay"] == 0:
                 factor = 1.0
             elif group["decay"] == "independent":
