@@ -98,6 +98,20 @@ def assert_matches_reference(
             )
 
 
+def assert_follows_reference(
+    spec: dict[str, Any],
+    reference: Callable[[dict[str, Any], Problem, int], list[Arrays]],
+    reference_spec: dict[str, Any] | None = None,
+    steps: int = 20,
+    rtol: float = 1e-6,
+) -> None:
+    """`steps` steps under `spec` on the reference problem follow the NumPy reference's, which is
+    given `reference_spec` (by default `spec` itself)."""
+    problem = quadratic_problem()
+    expected = reference(spec if reference_spec is None else reference_spec, problem, steps)
+    assert_matches_reference(trajectory(spec, problem, steps), expected, rtol=rtol)
+
+
 def assert_resumes_bit_identically(
     spec: dict[str, Any], problem: Problem, stop_at: int = 5, total: int = 12
 ) -> None:

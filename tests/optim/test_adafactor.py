@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_follows_reference,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
@@ -46,9 +47,7 @@ SPECS = [
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("spec", SPECS)
 def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
-    problem = quadratic_problem()
-    spec = with_uniform_decay({**spec, "foreach": foreach})
-    assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
+    assert_follows_reference(with_uniform_decay({**spec, "foreach": foreach}), reference)
 
 
 @pytest.mark.parametrize("foreach", [False, True])

@@ -14,15 +14,14 @@ from torch import nn
 from tests.optim.helpers import (
     Convergence,
     assert_converges,
+    assert_follows_reference,
     assert_foreach_matches_single,
-    assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
     converges,
     quadratic_problem,
     train_tiny_job,
-    trajectory,
     with_uniform_decay,
 )
 from tests.reference.alr_smag import reference
@@ -48,10 +47,8 @@ def run_fixture(steps: list[tuple[list[float], float]], **settings) -> list[list
     ids=["decay-lb-c", "capped-no-momentum"],
 )
 def test_matches_the_numpy_reference(spec) -> None:
-    problem = quadratic_problem()
     settings = {k: v for k, v in spec.items() if k != "name"}
-    ours = trajectory(with_uniform_decay(spec), problem, 20)
-    assert_matches_reference(ours, reference(settings, problem, 20), rtol=1e-6)
+    assert_follows_reference(with_uniform_decay(spec), reference, settings)
 
 
 def test_worked_example_fixture_a() -> None:

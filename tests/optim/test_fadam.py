@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_follows_reference,
     assert_foreach_matches_single,
-    assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
@@ -20,7 +20,6 @@ from tests.optim.helpers import (
     rosenbrock,
     steps_with_gradients,
     train_tiny_job,
-    trajectory,
     with_uniform_decay,
 )
 from tests.reference.fadam import reference
@@ -43,9 +42,7 @@ SPECS = [
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("spec", SPECS)
 def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
-    problem = quadratic_problem()
-    spec = with_uniform_decay({**spec, "foreach": foreach})
-    assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
+    assert_follows_reference(with_uniform_decay({**spec, "foreach": foreach}), reference)
 
 
 @pytest.mark.parametrize("foreach", [False, True])

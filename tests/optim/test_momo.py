@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_follows_reference,
     assert_foreach_matches_single,
-    assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
@@ -23,7 +23,6 @@ from tests.optim.helpers import (
     rosenbrock,
     step_once,
     train_tiny_job,
-    trajectory,
     with_uniform_decay,
 )
 from tests.reference import momo as momo_reference
@@ -59,9 +58,7 @@ def reference(spec: dict, problem, steps: int) -> list[dict[str, np.ndarray]]:
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("spec", ALL)
 def test_matches_the_numpy_reference(spec: dict, foreach: bool) -> None:
-    problem = quadratic_problem()
-    spec = with_uniform_decay({**spec, "foreach": foreach})
-    assert_matches_reference(trajectory(spec, problem, 20), reference(spec, problem, 20))
+    assert_follows_reference(with_uniform_decay({**spec, "foreach": foreach}), reference)
 
 
 def steps_with_gradients(spec: dict, losses: list[float]) -> list[np.ndarray]:

@@ -16,8 +16,8 @@ from torch import nn
 from tests.optim.helpers import (
     Convergence,
     assert_converges,
+    assert_follows_reference,
     assert_foreach_matches_single,
-    assert_matches_reference,
     assert_resumes_bit_identically,
     assert_spec_error,
     assert_untouched_without_grad,
@@ -26,7 +26,6 @@ from tests.optim.helpers import (
     quadratic_problem,
     step_once,
     train_tiny_job,
-    trajectory,
     with_uniform_decay,
 )
 from tests.reference.schedulefree_adamw import reference
@@ -66,10 +65,8 @@ def run_fixture_a(**settings):
     ids=["decay-warmup-r-power", "defaults-but-lr"],
 )
 def test_matches_the_numpy_reference(spec) -> None:
-    problem = quadratic_problem()
     settings = {k: v for k, v in spec.items() if k != "name"}
-    ours = trajectory(with_uniform_decay(spec), problem, 20)
-    assert_matches_reference(ours, reference(settings, problem, 20), rtol=1e-6)
+    assert_follows_reference(with_uniform_decay(spec), reference, settings)
 
 
 @pytest.mark.parametrize(

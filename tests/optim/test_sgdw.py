@@ -14,6 +14,7 @@ from torch import nn
 from tests.optim.helpers import (
     Convergence,
     assert_converges,
+    assert_follows_reference,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
@@ -49,9 +50,7 @@ def spec_of(case: str, **extra: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("foreach", [False, True])
 def test_matches_numpy_reference(case: str, foreach: bool) -> None:
-    problem = quadratic_problem()
-    ours = trajectory(spec_of(case, foreach=foreach), problem, 20)
-    assert_matches_reference(ours, reference(CASES[case], problem, 20), rtol=1e-6)
+    assert_follows_reference(spec_of(case, foreach=foreach), reference, CASES[case])
 
 
 def multiplier_fn(multipliers: list[float]) -> Callable[[int], float]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from tests.optim.helpers import (
+    assert_follows_reference,
     assert_foreach_matches_single,
     assert_matches_reference,
     assert_resumes_bit_identically,
@@ -111,9 +112,7 @@ def float64_default() -> Any:
 @pytest.mark.parametrize("foreach", [False, True])
 def test_matches_numpy_reference(case: str, foreach: bool, float64_default: None) -> None:
     spec, reference = CASES[case]
-    problem = quadratic_problem()
-    ours = trajectory(spec_of(case, foreach=foreach), problem, 20)
-    assert_matches_reference(ours, reference(spec, problem, 20), rtol=1e-6)
+    assert_follows_reference(spec_of(case, foreach=foreach), reference, spec)
 
 
 def test_nadam_float32_mu_product_stays_within_1e_8_of_the_reference() -> None:
