@@ -15,14 +15,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 _Eps = Annotated[float, Field(gt=0, le=1)]
@@ -131,7 +124,7 @@ class Adafactor(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             if use_foreach(group["foreach"], params):
                 self._step_foreach(group, params)
@@ -254,4 +247,4 @@ def _approx_rsqrt(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
     paper="Adafactor: Adaptive Learning Rates with Sublinear Memory Cost (Shazeer & Stern, 2018)",
 )
 def build_adafactor(s: AdafactorSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Adafactor(groups, **settings_kwargs(s))
+    return Adafactor(groups, **s.optimizer_kwargs())

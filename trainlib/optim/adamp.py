@@ -30,7 +30,6 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     check_betas,
-    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -313,7 +312,7 @@ class SGDP(_Projected):
     "(Heo et al., 2021)",
 )
 def build_adamp(s: AdamPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return AdamP(groups, **settings_kwargs(s))
+    return AdamP(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -324,4 +323,4 @@ def build_adamp(s: AdamPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     "(Heo et al., 2021)",
 )
 def build_sgdp(s: SGDPSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return SGDP(groups, **settings_kwargs(s))
+    return SGDP(groups, **s.optimizer_kwargs())

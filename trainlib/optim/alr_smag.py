@@ -25,13 +25,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 
@@ -141,4 +135,4 @@ class AlrSmag(RegimenOptimizer):
     "(Wang, Johansson, Zhang, 2023)",
 )
 def build_alr_smag(s: AlrSmagSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return AlrSmag(groups, **settings_kwargs(s))
+    return AlrSmag(groups, **s.optimizer_kwargs())

@@ -67,12 +67,11 @@ class OptimizerSettings(_Strict):
         None, description="multi-tensor (foreach) kernels; None = the faster path for the device"
     )
 
-
-def settings_kwargs(s: OptimizerSettings, drop: Collection[str] = ()) -> dict[str, Any]:
-    """The settings as the optimizer's keyword arguments: every field but the registry's tag
-    (name), the loop's own (clip, groups) and `drop`, so builders cannot miss a new field."""
-    skip = {"name", "clip", "groups", *drop}
-    return {name: getattr(s, name) for name in type(s).model_fields if name not in skip}
+    def optimizer_kwargs(self, drop: Collection[str] = ()) -> dict[str, Any]:
+        """The settings as the optimizer's keyword arguments: every field but the registry's tag
+        (name), the loop's own (clip, groups) and `drop`, so builders cannot miss a new field."""
+        skip = {"name", "clip", "groups", *drop}
+        return {name: getattr(self, name) for name in type(self).model_fields if name not in skip}
 
 
 def check_betas(betas: tuple[float, ...]) -> None:
@@ -100,6 +99,10 @@ class RegimenOptimizer(torch.optim.Optimizer):
 
     def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
         return [p for p in group["params"] if p.grad is not None]
+
+    @staticmethod
+    def _closure_loss(closure: Callable[[], Any] | None) -> Any:
+        return closure_loss(closure)
 
     def _groups_with_grads(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]]:
         """(group, its tensors with a gradient) for each group that has any."""

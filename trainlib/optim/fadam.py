@@ -15,14 +15,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -77,7 +70,7 @@ class FAdam(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             if use_foreach(group["foreach"], params):
                 self._step_foreach(group, params)
@@ -185,4 +178,4 @@ def _clip_rms_(xs: list[torch.Tensor], roots: list[float], c: float) -> None:
     "information (Hwang, 2024)",
 )
 def build_fadam(s: FAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return FAdam(groups, **settings_kwargs(s))
+    return FAdam(groups, **s.optimizer_kwargs())

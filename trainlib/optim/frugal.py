@@ -42,14 +42,7 @@ import torch
 from pydantic import Field
 
 from trainlib.optim import lowrank
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -149,7 +142,7 @@ class Frugal(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         index = 0
         for group in self.param_groups:
             self._step_group(group, index)
@@ -293,4 +286,4 @@ class Frugal(RegimenOptimizer):
     "Training (Zmushko, Beznosikov, Takáč, Horváth, 2024)",
 )
 def build_frugal(s: FrugalSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Frugal(groups, **settings_kwargs(s))
+    return Frugal(groups, **s.optimizer_kwargs())

@@ -42,14 +42,7 @@ import torch
 from pydantic import Field
 
 from trainlib.optim import lowrank
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -107,7 +100,7 @@ class GaLore(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             self._step_group(group)
         return loss
@@ -183,4 +176,4 @@ class GaLore(RegimenOptimizer):
     "(Zhao, Zhang, Chen, Wang, Anandkumar, Tian, 2024)",
 )
 def build_galore(s: GaLoreSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return GaLore(groups, **settings_kwargs(s))
+    return GaLore(groups, **s.optimizer_kwargs())

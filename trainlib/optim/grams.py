@@ -20,14 +20,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -65,7 +58,7 @@ class Grams(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             for p in params:
                 state = self.state[p]
@@ -128,4 +121,4 @@ class Grams(RegimenOptimizer):
     paper="Grams: Gradient Descent with Adaptive Momentum Scaling (Cao, Li & Song, 2024)",
 )
 def build_grams(s: GramsSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Grams(groups, **settings_kwargs(s))
+    return Grams(groups, **s.optimizer_kwargs())

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, settings_kwargs
+from trainlib.optim.base import OptimizerSettings, ParamGroups
 from trainlib.optim.per_tensor import PerTensorOptimizer
 from trainlib.registries import OPTIMIZERS
 
@@ -253,7 +253,7 @@ class Lars(PerTensorOptimizer):
     "(You et al., 2020)",
 )
 def build_lamb(s: LambSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lamb(groups, **settings_kwargs(s))
+    return Lamb(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -263,4 +263,4 @@ def build_lamb(s: LambSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Large Batch Training of Convolutional Networks (You et al., 2017)",
 )
 def build_lars(s: LarsSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lars(groups, **settings_kwargs(s))
+    return Lars(groups, **s.optimizer_kwargs())

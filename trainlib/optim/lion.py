@@ -26,8 +26,6 @@ from trainlib.optim.base import (
     ParamGroups,
     RegimenOptimizer,
     check_betas,
-    closure_loss,
-    settings_kwargs,
     use_foreach,
 )
 from trainlib.registries import OPTIMIZERS
@@ -61,7 +59,7 @@ class Lion(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             for p in params:
                 if not self.state[p]:
@@ -109,4 +107,4 @@ class Lion(RegimenOptimizer):
     paper="Symbolic Discovery of Optimization Algorithms (Chen et al., 2023)",
 )
 def build_lion(s: LionSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Lion(groups, **settings_kwargs(s))
+    return Lion(groups, **s.optimizer_kwargs())

@@ -24,13 +24,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 _Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -391,7 +385,7 @@ def _sums(xs: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[torch.Tenso
     paper="MoMo: Momentum Models for Adaptive Learning Rates (Schaipp et al., 2024)",
 )
 def build_momo(s: MomoSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Momo(groups, **settings_kwargs(s))
+    return Momo(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -401,4 +395,4 @@ def build_momo(s: MomoSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="MoMo: Momentum Models for Adaptive Learning Rates (Schaipp et al., 2024)",
 )
 def build_momo_adam(s: MomoAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return MomoAdam(groups, **settings_kwargs(s))
+    return MomoAdam(groups, **s.optimizer_kwargs())

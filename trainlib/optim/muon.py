@@ -33,14 +33,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -166,7 +159,7 @@ class Muon(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             foreach = use_foreach(group["foreach"], params)
             if group.get("use_muon", True):
@@ -247,4 +240,4 @@ class Muon(RegimenOptimizer):
     paper="Muon: An optimizer for hidden layers in neural networks (Keller Jordan, 2024, blog)",
 )
 def build_muon(s: MuonSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return Muon(groups, **settings_kwargs(s))
+    return Muon(groups, **s.optimizer_kwargs())

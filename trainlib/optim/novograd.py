@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import OptimizerSettings, ParamGroups, settings_kwargs
+from trainlib.optim.base import OptimizerSettings, ParamGroups
 from trainlib.optim.per_tensor import PerTensorOptimizer
 from trainlib.registries import OPTIMIZERS
 
@@ -153,4 +153,4 @@ class NovoGrad(PerTensorOptimizer):
     "Networks (Ginsburg et al., 2019)",
 )
 def build_novograd(s: NovoGradSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return NovoGrad(groups, **settings_kwargs(s))
+    return NovoGrad(groups, **s.optimizer_kwargs())

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from trainlib.optim.base import RegimenOptimizer, closure_loss, use_foreach
+from trainlib.optim.base import RegimenOptimizer, use_foreach
 
 
 class PerTensorOptimizer(RegimenOptimizer):
@@ -27,7 +27,7 @@ class PerTensorOptimizer(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             states = [self._state(p, group) for p in params]
             if use_foreach(group["foreach"], params):

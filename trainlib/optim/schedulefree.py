@@ -28,14 +28,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import OptimizerSettings, ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.registries import OPTIMIZERS
 
 
@@ -121,7 +114,7 @@ class ScheduleFreeAdamW(RegimenOptimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError("schedulefree_adamw: step() in eval mode; call train() first")
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group in self.param_groups:
             k = group["k"]
             warmup = group["warmup_steps"]
@@ -195,4 +188,4 @@ class ScheduleFreeAdamW(RegimenOptimizer):
 def build_schedulefree_adamw(
     s: ScheduleFreeAdamWSettings, groups: ParamGroups
 ) -> torch.optim.Optimizer:
-    return ScheduleFreeAdamW(groups, **settings_kwargs(s))
+    return ScheduleFreeAdamW(groups, **s.optimizer_kwargs())

@@ -21,13 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from trainlib.optim.base import (
-    ParamGroups,
-    RegimenOptimizer,
-    closure_loss,
-    settings_kwargs,
-    use_foreach,
-)
+from trainlib.optim.base import ParamGroups, RegimenOptimizer, use_foreach
 from trainlib.optim.decay import (
     IndependentDecaySettings,
     independent_decay_factor,
@@ -107,7 +101,7 @@ class SGDW(RegimenOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = closure_loss(closure)
+        loss = self._closure_loss(closure)
         for group, params in self._groups_with_grads():
             if group["weight_decay"] == 0:
                 factor = 1.0
@@ -179,4 +173,4 @@ class SGDW(RegimenOptimizer):
     paper="Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019)",
 )
 def build_sgdw(s: SGDWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return SGDW(groups, **settings_kwargs(s))
+    return SGDW(groups, **s.optimizer_kwargs())

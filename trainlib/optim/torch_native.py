@@ -19,7 +19,6 @@ from trainlib.optim.base import (
     OptimizerSettings,
     ParamGroups,
     closure_loss,
-    settings_kwargs,
     use_foreach,
 )
 from trainlib.optim.decay import (
@@ -234,8 +233,8 @@ class LazyAdagrad(torch.optim.Adagrad):
 
 
 def _fused_kwargs(s: OptimizerSettings, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """settings_kwargs plus torch's fused kernel, unless a (foreach or loop) path is chosen."""
-    return {**settings_kwargs(s, drop), "fused": s.foreach is None}
+    """optimizer_kwargs plus torch's fused kernel, unless a (foreach or loop) path is chosen."""
+    return {**s.optimizer_kwargs(drop), "fused": s.foreach is None}
 
 
 @OPTIMIZERS.register(
@@ -267,7 +266,7 @@ def build_adam(s: AdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
 def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     if s.decay == "coupled_lr":
         return torch.optim.AdamW(groups, **_fused_kwargs(s, drop=("decay",)))
-    return AdamWIndependentDecay(groups, **settings_kwargs(s, drop=("decay",)))
+    return AdamWIndependentDecay(groups, **s.optimizer_kwargs(drop=("decay",)))
 
 
 @OPTIMIZERS.register(
@@ -277,7 +276,7 @@ def build_adamw(s: AdamWSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="Incorporating Nesterov Momentum into Adam (Dozat, 2016)",
 )
 def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return NAdam(groups, **settings_kwargs(s))
+    return NAdam(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -287,7 +286,7 @@ def build_nadam(s: NAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     paper="On the Variance of the Adaptive Learning Rate and Beyond (Liu et al., 2020)",
 )
 def build_radam(s: RAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.RAdam(groups, **settings_kwargs(s))
+    return torch.optim.RAdam(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -298,7 +297,7 @@ def build_radam(s: RAdamSettings, groups: ParamGroups) -> torch.optim.Optimizer:
     "magnitude (Tieleman & Hinton, 2012)",
 )
 def build_rmsprop(s: RMSpropSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(groups, **settings_kwargs(s))
+    return torch.optim.RMSprop(groups, **s.optimizer_kwargs())
 
 
 @OPTIMIZERS.register(
@@ -309,4 +308,4 @@ def build_rmsprop(s: RMSpropSettings, groups: ParamGroups) -> torch.optim.Optimi
     "(Duchi, Hazan & Singer, 2011)",
 )
 def build_adagrad(s: AdagradSettings, groups: ParamGroups) -> torch.optim.Optimizer:
-    return LazyAdagrad(groups, **settings_kwargs(s))
+    return LazyAdagrad(groups, **s.optimizer_kwargs())
