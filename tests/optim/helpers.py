@@ -192,16 +192,36 @@ def assert_untouched_without_grad(
     return optimizer
 
 
-def steps_with_gradients(spec: dict[str, Any], theta0: Any, grads: list[Any]) -> list[np.ndarray]:
-    """Hand-given gradients for one tensor `w` (decayed uniformly): θ after each step."""
+def multiplier_fn(multipliers: list[float]) -> Callable[[int], float]:
+    """LambdaLR's multiplier; the scheduler also asks for the step after the last one."""
+    return lambda i: multipliers[min(i, len(multipliers) - 1)]
+
+
+def run_with_gradients(
+    spec: dict[str, Any], theta0: Any, grads: list[Any], multipliers: list[float] | None = None
+) -> tuple[list[np.ndarray], torch.optim.Optimizer]:
+    """Hand-given gradients for one tensor `w` (decayed uniformly): θ after each step, and the
+    optimizer. `multipliers` drive a torch LambdaLR (η_t = lr·multipliers[t−1])."""
     p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
     optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
+    scheduler = None
+    if multipliers is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_fn(multipliers))
     out = []
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float64)
         optimizer.step()
         out.append(p.detach().numpy().copy())
-    return out
+        if scheduler is not None:
+            scheduler.step()
+    return out, optimizer
+
+
+def steps_with_gradients(
+    spec: dict[str, Any], theta0: Any, grads: list[Any], multipliers: list[float] | None = None
+) -> list[np.ndarray]:
+    """θ after each of the hand-given gradients (see run_with_gradients)."""
+    return run_with_gradients(spec, theta0, grads, multipliers)[0]
 
 
 def minimal_job(optimizer_spec: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,10 @@ from tests.optim.helpers import (
     assert_untouched_without_grad,
     converges,
     make_params,
+    multiplier_fn,
     quadratic_problem,
     step_once,
+    steps_with_gradients,
     train_tiny_job,
     trajectory,
     with_uniform_decay,
@@ -53,11 +54,6 @@ def test_matches_numpy_reference(case: str, foreach: bool) -> None:
     assert_follows_reference(spec_of(case, foreach=foreach), reference, CASES[case])
 
 
-def multiplier_fn(multipliers: list[float]) -> Callable[[int], float]:
-    """LambdaLR's multiplier; the scheduler also asks for the step after the last one."""
-    return lambda i: multipliers[min(i, len(multipliers) - 1)]
-
-
 @pytest.mark.parametrize("case", ["momentum", "independent"])
 @pytest.mark.parametrize("foreach", [False, True])
 def test_matches_numpy_reference_under_a_cosine_schedule(case: str, foreach: bool) -> None:
@@ -82,28 +78,10 @@ THETA_A = [1.0, -2.0]
 G1, G2 = [0.5, -1.0], [-0.3, 0.2]
 
 
-def run_fixture(
-    spec: dict[str, Any], grads: list[list[float]], multipliers: list[float] | None = None
-) -> list[np.ndarray]:
-    p = nn.Parameter(torch.tensor(THETA_A, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    scheduler = None
-    if multipliers is not None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_fn(multipliers))
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-        if scheduler is not None:
-            scheduler.step()
-    return out
-
-
 @pytest.mark.parametrize("foreach", [False, True])
 def test_worked_example_lr_coupled_decay(foreach: bool) -> None:
     spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01, "foreach": foreach}
-    thetas = run_fixture(spec, [G1, G2])
+    thetas = steps_with_gradients(spec, THETA_A, [G1, G2])
     np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
     np.testing.assert_allclose(thetas[1], [0.933051, -1.826102], atol=1e-9)
 
@@ -112,7 +90,7 @@ def test_worked_example_independent_decay_constant_schedule() -> None:
     """Paper/authors' form with α = 0.1, λ = 1e-3, η_t = 1: the same numbers as λ_lr = 0.01."""
     spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3,
             "decay": "independent"}  # fmt: skip
-    thetas = run_fixture(spec, [G1, G2], multipliers=[1.0, 1.0])
+    thetas = steps_with_gradients(spec, THETA_A, [G1, G2], multipliers=[1.0, 1.0])
     np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
     np.testing.assert_allclose(thetas[1], [0.933051, -1.826102], atol=1e-9)
 
@@ -124,7 +102,7 @@ def test_independent_decay_with_a_changing_lr_is_the_authors_code_form() -> None
     two coincide only for a constant schedule — we implement the code's form.)"""
     spec = {"name": "sgdw", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3,
             "decay": "independent"}  # fmt: skip
-    thetas = run_fixture(spec, [G1, G2], multipliers=[1.0, 0.5])
+    thetas = steps_with_gradients(spec, THETA_A, [G1, G2], multipliers=[1.0, 0.5])
     np.testing.assert_allclose(thetas[0], [0.949, -1.898], atol=1e-9)
     np.testing.assert_allclose(thetas[1], [0.9410255, -1.862051], atol=1e-9)
 

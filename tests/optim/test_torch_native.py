@@ -28,8 +28,10 @@ from tests.optim.helpers import (
     logistic_loss,
     make_params,
     minimise,
+    multiplier_fn,
     quadratic_problem,
     rosenbrock,
+    run_with_gradients,
     step_once,
     train_tiny_job,
     trajectory,
@@ -187,47 +189,20 @@ THETA_A = [1.0, -2.0]
 G1, G2 = [0.5, -1.0], [-0.3, 0.2]
 
 
-def multiplier_fn(multipliers: list[float]) -> Callable[[int], float]:
-    """LambdaLR's multiplier; the scheduler also asks for the step after the last one."""
-    return lambda i: multipliers[min(i, len(multipliers) - 1)]
-
-
-def run_fixture(
-    spec: dict[str, Any],
-    theta0: list[float],
-    grads: list[list[float]],
-    multipliers: list[float] | None = None,
-) -> tuple[list[np.ndarray], torch.optim.Optimizer]:
-    """Inject the gradients; `multipliers` drive a torch LambdaLR (η_t = lr·multipliers[t−1])."""
-    p = nn.Parameter(torch.tensor(theta0, dtype=torch.float64))
-    optimizer = build_optimizer(with_uniform_decay(spec), [("w", p)])
-    scheduler = None
-    if multipliers is not None:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier_fn(multipliers))
-    out = []
-    for g in grads:
-        p.grad = torch.tensor(g, dtype=torch.float64)
-        optimizer.step()
-        out.append(p.detach().numpy().copy())
-        if scheduler is not None:
-            scheduler.step()
-    return out, optimizer
-
-
 def test_nadam_worked_example() -> None:
-    thetas, opt = run_fixture({"name": "nadam", "lr": 0.1}, THETA_A, [G1])
+    thetas, opt = run_with_gradients({"name": "nadam", "lr": 0.1}, THETA_A, [G1])
     np.testing.assert_allclose(thetas[0], [0.8943548243, -1.8943548232], atol=1e-9)
     state = next(iter(opt.state.values()))
     mu1 = 0.4500734736
     np.testing.assert_allclose(float(state["mu_product"]), mu1, atol=1e-9)
-    thetas, opt = run_fixture({"name": "nadam", "lr": 0.1}, THETA_A, [G1, G2])
+    thetas, opt = run_with_gradients({"name": "nadam", "lr": 0.1}, THETA_A, [G1, G2])
     np.testing.assert_allclose(thetas[1], [0.9427308228, -1.908673933], atol=1e-9)
     state = next(iter(opt.state.values()))
     np.testing.assert_allclose(float(state["mu_product"]), mu1 * 0.4501469352, atol=1e-9)
 
 
 def test_radam_worked_example_momentum_steps_then_rectified() -> None:
-    thetas, _ = run_fixture({"name": "radam", "lr": 0.1}, THETA_A, [G1, G2] * 3 + [G1])
+    thetas, _ = run_with_gradients({"name": "radam", "lr": 0.1}, THETA_A, [G1, G2] * 3 + [G1])
     np.testing.assert_allclose(thetas[0], [0.95, -1.9], atol=1e-9)
     np.testing.assert_allclose(thetas[1], [0.9421052632, -1.8631578947], atol=1e-9)
     np.testing.assert_allclose(thetas[4], [0.8926021907, -1.713903286], atol=1e-9)
@@ -238,7 +213,7 @@ def test_radam_worked_example_momentum_steps_then_rectified() -> None:
 def test_radam_first_five_steps_are_bias_corrected_momentum() -> None:
     """ρ_t ≤ 5 for t ≤ 5 at β2 = 0.999: θ ← θ − η m̂, independent of the gradient's scale in v."""
     grads = [G1, G2] * 2 + [G1]
-    thetas, _ = run_fixture({"name": "radam", "lr": 0.1}, THETA_A, grads)
+    thetas, _ = run_with_gradients({"name": "radam", "lr": 0.1}, THETA_A, grads)
     m = np.zeros(2)
     theta = np.array(THETA_A)
     for t, g in enumerate(grads, start=1):
@@ -249,7 +224,7 @@ def test_radam_first_five_steps_are_bias_corrected_momentum() -> None:
 
 def test_adagrad_worked_example() -> None:
     """Step 1 is −η sign(g) (up to ε); then η g / sqrt(Σ g²)."""
-    thetas, _ = run_fixture({"name": "adagrad", "lr": 0.1}, THETA_A, [G1, G2])
+    thetas, _ = run_with_gradients({"name": "adagrad", "lr": 0.1}, THETA_A, [G1, G2])
     np.testing.assert_allclose(thetas[0], [0.9, -1.9], atol=1e-9)
     expected = [0.9 + 0.03 / math.sqrt(0.34), -1.9 - 0.02 / math.sqrt(1.04)]
     np.testing.assert_allclose(thetas[1], expected, atol=1e-9)
@@ -257,14 +232,16 @@ def test_adagrad_worked_example() -> None:
 
 def test_rmsprop_worked_example() -> None:
     """v1 = (1 − α) g1², so step 1 is −η sign(g)/sqrt(1 − α) = −10η sign(g) at α = 0.99."""
-    thetas, _ = run_fixture({"name": "rmsprop", "lr": 0.01}, THETA_A, [G1, G2])
+    thetas, _ = run_with_gradients({"name": "rmsprop", "lr": 0.01}, THETA_A, [G1, G2])
     np.testing.assert_allclose(thetas[0], [0.9, -1.9], atol=1e-9)
     v2 = 0.99 * 0.01 * np.square(G1) + 0.01 * np.square(G2)
     np.testing.assert_allclose(thetas[1], thetas[0] - 0.01 * np.array(G2) / np.sqrt(v2), atol=1e-9)
 
 
 def test_adamw_worked_example_torch_decay() -> None:
-    thetas, _ = run_fixture({"name": "adamw", "lr": 0.1, "weight_decay": 0.1}, THETA_A, [G1, G2])
+    thetas, _ = run_with_gradients(
+        {"name": "adamw", "lr": 0.1, "weight_decay": 0.1}, THETA_A, [G1, G2]
+    )
     np.testing.assert_allclose(thetas[0], [0.890000002, -1.880000001], atol=1e-9)
     np.testing.assert_allclose(thetas[1], [0.8619501989, -1.810097394], atol=1e-9)
 
@@ -283,7 +260,7 @@ def test_adamw_worked_example_with_a_schedule(
 ) -> None:
     """η1 = 0.1, η2 = 0.05 by a torch scheduler, η_max = 0.1."""
     spec = {"name": "adamw", "lr": 0.1, "weight_decay": weight_decay, "decay": decay}
-    thetas, _ = run_fixture(spec, THETA_A, [G1, G2], multipliers=[1.0, 0.5])
+    thetas, _ = run_with_gradients(spec, THETA_A, [G1, G2], multipliers=[1.0, 0.5])
     np.testing.assert_allclose(thetas[0], theta1, atol=1e-9)
     np.testing.assert_allclose(thetas[1], theta2, atol=1e-9)
 
@@ -313,12 +290,12 @@ def test_adamw_independent_decay_does_not_scale_with_the_peak_lr() -> None:
     lam = 1e-2
     shrink = np.prod([1 - s * lam for s in multipliers])
     for peak in (0.1, 0.4):
-        ind, _ = run_fixture(
+        ind, _ = run_with_gradients(
             {"name": "adamw", "lr": peak, "weight_decay": lam, "decay": "independent"},
             THETA_A, zeros, multipliers,
         )  # fmt: skip
         np.testing.assert_allclose(ind[-1], np.array(THETA_A) * shrink, rtol=1e-14)
-        coupled, _ = run_fixture(
+        coupled, _ = run_with_gradients(
             {"name": "adamw", "lr": peak, "weight_decay": lam}, THETA_A, zeros, multipliers
         )
         coupled_shrink = np.prod([1 - peak * s * lam for s in multipliers])
