@@ -24,14 +24,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from trainlib.optim.base import (
-    BetasSettings,
-    OptimizerSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    check_betas,
-    use_foreach,
-)
+from trainlib.optim.base import BetasSettings, OptimizerSettings, ParamGroups, check_betas
+from trainlib.optim.per_tensor import GroupStepOptimizer
 from trainlib.registries import OPTIMIZERS
 
 
@@ -53,7 +47,7 @@ def project_update(
     return out, done
 
 
-class _Projected(RegimenOptimizer):
+class _Projected(GroupStepOptimizer):
     """Shared by AdamP and SGDP: the projection and the per-tensor decay factor."""
 
     def _project_all(
@@ -81,13 +75,6 @@ class _Projected(RegimenOptimizer):
                 factors.append(p.new_tensor(full))
             out.append(u)
         return out, (factors if weight_decay else None)
-
-    @staticmethod
-    def _closure(closure: Callable[[], Any] | None) -> Any:
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
 
 
 class _ProjectionSettings(OptimizerSettings):
@@ -153,21 +140,10 @@ class AdamP(_Projected):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure(closure)
-        for group, params in self._groups_with_grads():
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if use_foreach(group["foreach"], params):
-                self._foreach_step(group, params)
-            else:
-                self._single_step(group, params)
-        return loss
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["step"] = torch.tensor(0.0)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _decay(self, group: dict[str, Any]) -> Callable[[float], float]:
         return lambda ratio: 1 - group["lr"] * group["weight_decay"] * ratio
@@ -253,20 +229,8 @@ class SGDP(_Projected):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure(closure)
-        for group, params in self._groups_with_grads():
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-            if use_foreach(group["foreach"], params):
-                self._foreach_step(group, params)
-            else:
-                self._single_step(group, params)
-        return loss
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _decay(self, group: dict[str, Any]) -> Callable[[float], float]:
         # the authors' 1/(1 − μ): the decay matches the size of a momentum-accumulated step

@@ -15,19 +15,13 @@ et al.).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from pydantic import Field
 
-from trainlib.optim.base import (
-    BetasSettings,
-    ParamGroups,
-    RegimenOptimizer,
-    check_betas,
-    use_foreach,
-)
+from trainlib.optim.base import BetasSettings, ParamGroups, check_betas
+from trainlib.optim.per_tensor import GroupStepOptimizer
 from trainlib.registries import OPTIMIZERS
 
 
@@ -42,7 +36,7 @@ class LionSettings(BetasSettings):
     betas: tuple[float, float] = Field((0.9, 0.99), description="(beta1, beta2), each in [0, 1)")
 
 
-class Lion(RegimenOptimizer):
+class Lion(GroupStepOptimizer):
     """Lion; state: `exp_avg` (the momentum m)."""
 
     def __init__(
@@ -57,20 +51,8 @@ class Lion(RegimenOptimizer):
         defaults = {"lr": lr, "betas": betas, "weight_decay": weight_decay, "foreach": foreach}
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure_loss(closure)
-        for group, params in self._groups_with_grads():
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-            if use_foreach(group["foreach"], params):
-                self._foreach_step(group, params)
-            else:
-                self._single_step(group, params)
-        return loss
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _single_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         beta1, beta2 = group["betas"]

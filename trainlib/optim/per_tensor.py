@@ -36,3 +36,30 @@ class PerTensorOptimizer(RegimenOptimizer):
                 for p, state in zip(params, states, strict=True):
                     self._step_single(group, p, state)
         return loss
+
+
+class GroupStepOptimizer(RegimenOptimizer):
+    """step(): per group, state made for tensors that have none, then `_foreach_step` or
+    `_single_step` on the group's tensors with a gradient; both paths give the same numbers."""
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _single_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _foreach_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._closure_loss(closure)
+        for group, params in self._groups_with_grads():
+            for p in params:
+                if not self.state[p]:
+                    self._init_state(p, self.state[p])
+            if use_foreach(group["foreach"], params):
+                self._foreach_step(group, params)
+            else:
+                self._single_step(group, params)
+        return loss
