@@ -318,8 +318,7 @@ def test_commented_second_gpu_example_is_valid() -> None:
     """The commented worker-gpu1 block, uncommented, is a correct second worker."""
     lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
     head = next((i for i, line in enumerate(lines) if line.startswith("  # worker-gpu1:")), None)
-    if head is None:
-        pytest.skip("no commented worker-gpu1 example")
+    assert head is not None, "the README's second-GPU example (worker-gpu1) is missing"
     block = [lines[head]]
     for line in lines[head + 1 :]:
         if not line.startswith("  #   "):

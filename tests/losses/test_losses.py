@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tests.losses import reference as ref
 from trainlib.components.loss_imbalance import class_weights
 from trainlib.components.losses import log_stablemax
-from trainlib.registries import LOSSES, REGULARIZERS
+from trainlib.registries import LOSSES
 from trainlib.spec import SpecError, parse_spec
 
 D = torch.float64
@@ -648,14 +648,21 @@ def test_bad_settings_name_their_path(loss: dict[str, Any], path: str) -> None:
     assert [e["path"] for e in info.value.errors] == [path]
 
 
-@pytest.mark.skipif(
-    "mixup" not in REGULARIZERS, reason="mixup is not registered yet (soft-target check needs it)"
-)
 @pytest.mark.parametrize("name", LOSSES.names())
-def test_mixup_needs_a_loss_that_takes_soft_targets(name: str) -> None:
-    raw = {**MINIMAL, "loss": {"name": name}, "regularizers": [{"name": "mixup"}]}
-    if getattr(LOSSES.get(name).settings, "soft_targets", True):
+def test_every_loss_takes_mixup_soft_targets(name: str) -> None:
+    assert getattr(LOSSES.get(name).settings, "soft_targets", True)
+    parse_spec({**MINIMAL, "loss": {"name": name}, "regularizers": [{"name": "mixup"}]})
+
+
+def test_mixup_with_a_hard_label_loss_is_rejected() -> None:
+    # No registered loss is hard-label only; a settings subclass that says so stands in for one.
+    ce = LOSSES.get("cross_entropy").settings
+
+    class HardLabelsOnly(ce):  # type: ignore[misc,valid-type]
+        soft_targets: ClassVar[bool] = False
+
+    loss = HardLabelsOnly(name="cross_entropy")
+    raw = {**MINIMAL, "loss": loss, "regularizers": [{"name": "mixup"}]}
+    with pytest.raises(SpecError, match="soft targets"):
         parse_spec(raw)
-    else:
-        with pytest.raises(SpecError, match="soft targets"):
-            parse_spec(raw)
+    parse_spec({**raw, "regularizers": [{"name": "l2"}]})  # the same loss without mixup is fine

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import trainlib
-from trainlib.registries import LOSSES, REGULARIZERS
+from trainlib.registries import LOSSES
 
 MINIMAL: dict[str, Any] = {
     "data": {"name": "digits", "batch_size": 64},
@@ -51,7 +51,6 @@ def test_trains_the_minimal_job(loss: dict[str, Any]) -> None:
         assert result.final_metrics["val_accuracy"] > 0.3
 
 
-@pytest.mark.skipif("mixup" not in REGULARIZERS, reason="mixup is not registered yet")
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_trains_with_mixup_soft_targets(name: str) -> None:
     check(train({"name": name}, regularizers=[{"name": "mixup"}]))
