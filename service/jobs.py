@@ -227,10 +227,6 @@ def record_progress(
     return True
 
 
-def is_current(session: Session, job_id: uuid.UUID, attempt: int, owner: str) -> bool:
-    return session.scalar(select(Job.id).where(_fenced(job_id, attempt, owner))) is not None
-
-
 def finish_job(
     session: Session,
     job_id: uuid.UUID,

@@ -45,11 +45,6 @@ def check_transition(current: str, target: str) -> JobStatus:
     return dst
 
 
-def sources_of(target: JobStatus) -> list[str]:
-    """Every status from which `target` may be reached (for conditional UPDATEs)."""
-    return [str(src) for src, dsts in TRANSITIONS.items() if target in dsts]
-
-
 class FailureReason(StrEnum):
     DIVERGED = "diverged"
     OUT_OF_MEMORY = "out_of_memory"

@@ -13,14 +13,21 @@ import yaml
 
 from trainlib.catalog import catalog
 from trainlib.loop import train
-from trainlib.sink import CollectingSink
+from trainlib.sink import CollectingSink, Metric
 from trainlib.spec import SpecError, parse_spec
 
 
 class _PrintingSink(CollectingSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self._latest: Sequence[Metric] = ()
+
+    def on_metrics(self, points: Sequence[Metric]) -> None:
+        super().on_metrics(points)
+        self._latest = points  # printed at the next progress call, without rescanning the run
+
     def on_progress(self, step: int, total: int) -> None:
-        latest = {m.name: m.value for m in self.metrics if m.step == step}
-        shown = " ".join(f"{k}={v:.4g}" for k, v in latest.items())
+        shown = " ".join(f"{m.name}={m.value:.4g}" for m in self._latest)
         print(f"step {step}/{total} {shown}", file=sys.stderr, flush=True)
 
 

@@ -108,7 +108,6 @@ def train(
     seen = 0
     since_log = 0
     last: dict[str, float] = {}
-    checkpoint: Path | None = None
     step = 0
 
     def train_inputs() -> Iterator[torch.Tensor]:
@@ -173,7 +172,6 @@ def train(
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < n_steps:
             if since_log and not torch.isfinite(loss_sum):  # never checkpoint diverged weights
                 raise Diverged(step, loss_sum.item())
-            checkpoint = save(step)
+            save(step)
 
-    checkpoint = save(step)
-    return TrainResult("completed", step, n_steps, last, checkpoint)
+    return TrainResult("completed", step, n_steps, last, save(step))

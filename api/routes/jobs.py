@@ -147,10 +147,8 @@ def list_artifacts(
     job_id: uuid.UUID, team: TeamDep, session: SessionDep, store: StoreDep
 ) -> list[ArtifactOut]:
     job_service.get_job(session, job_id, team.id)
-    return [
-        ArtifactOut(name=p.name, size_bytes=p.stat().st_size, modified_at=p.stat().st_mtime)
-        for p in store.list(job_id)
-    ]
+    stats = [(p.name, p.stat()) for p in store.list(job_id)]
+    return [ArtifactOut(name=n, size_bytes=s.st_size, modified_at=s.st_mtime) for n, s in stats]
 
 
 @router.get("/{job_id}/artifacts/{name}")

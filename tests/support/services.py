@@ -21,7 +21,7 @@ and run as an unprivileged account (``postgres`` if it exists, else ``nobody``) 
 works from any OS user.
 
 If no server can be found or started, :class:`ServiceUnavailable` (a ``RuntimeError``) is raised
-with a message that says what to install; a conftest may turn it into ``pytest.skip``.
+with a message that says what to install, and the test run fails with it (never a skip).
 """
 
 from __future__ import annotations

@@ -91,6 +91,14 @@ class BetasSettings(OptimizerSettings):
         return betas
 
 
+def closure_loss(closure: Callable[[], Any] | None) -> Any:
+    """The closure's loss, evaluated with gradients on (step() itself runs under no_grad)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class RegimenOptimizer(torch.optim.Optimizer):
     """Base of our own optimizers. Flags tell the loop what a step needs."""
 
@@ -100,21 +108,11 @@ class RegimenOptimizer(torch.optim.Optimizer):
     def _params_with_grad(self, group: dict[str, Any]) -> list[torch.Tensor]:
         return [p for p in group["params"] if p.grad is not None]
 
-    @staticmethod
-    def _closure_loss(closure: Callable[[], Any] | None) -> Any:
-        return closure_loss(closure)
+    _closure_loss = staticmethod(closure_loss)
 
     def _groups_with_grads(self) -> list[tuple[dict[str, Any], list[torch.Tensor]]]:
         """(group, its tensors with a gradient) for each group that has any."""
         return [(g, ps) for g in self.param_groups if (ps := self._params_with_grad(g))]
-
-
-def closure_loss(closure: Callable[[], Any] | None) -> Any:
-    """The closure's loss, evaluated with gradients on (step() itself runs under no_grad)."""
-    if closure is None:
-        return None
-    with torch.enable_grad():
-        return closure()
 
 
 def use_foreach(foreach: bool | None, params: Iterable[torch.Tensor]) -> bool:
