@@ -1,6 +1,16 @@
 """SQLAlchemy 2 typed ORM models, shared by api/ and workers/. Created only by Alembic."""
 
 from models.base import Base
-from models.tables import ApiKey, Job, JobEvent, MetricPoint, Team
+from models.tables import ApiKey, Checkpoint, Dataset, Job, JobEvent, MetricPoint, Sweep, Team
 
-__all__ = ["ApiKey", "Base", "Job", "JobEvent", "MetricPoint", "Team"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Checkpoint",
+    "Dataset",
+    "Job",
+    "JobEvent",
+    "MetricPoint",
+    "Sweep",
+    "Team",
+]

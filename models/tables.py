@@ -75,6 +75,16 @@ class Job(Base):
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    parent_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), comment="the job this one was forked from"
+    )
+    forked_from: Mapped[str | None] = mapped_column(
+        String(200), comment="the parent's checkpoint this job starts from"
+    )
+    sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
+    dispatched_at: Mapped[datetime | None] = mapped_column(
+        Timestamp, comment="when its task was last sent to the broker"
+    )
     failure_reason: Mapped[str | None] = mapped_column(String(32))
     failure_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -112,3 +122,52 @@ class MetricPoint(Base):
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Double)
     wall_time: Mapped[float] = mapped_column(Double, comment="seconds since the epoch")
+
+
+class Checkpoint(Base):
+    """A published checkpoint of a job: registered only by the attempt that holds the lease."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Dataset(Base):
+    """A data set a team uploaded; the file is stored once by content hash."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("team_id", "content_hash"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(64), comment="SHA-256 of the stored file")
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    info: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Sweep(Base):
+    """A base spec and values over spec paths; its child jobs point back at it."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (Index("ix_sweeps_team_created", "team_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    base_spec: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    method: Mapped[str] = mapped_column(String(16), comment="grid or random")
+    metric: Mapped[str] = mapped_column(String(100))
+    goal: Mapped[str] = mapped_column(String(8), comment="min or max")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

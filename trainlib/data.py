@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+
+Task = Literal["classification", "sequence", "regression"]
 
 
 @dataclass(frozen=True)
 class DataInfo:
+    """What a model needs to know of its data.
+
+    classification: one label per sample, `num_classes` logits out.
+    sequence: inputs are token ids (B, T) and labels one per position (B, T); the model gives
+      (B, T, num_classes) logits and the loop flattens both for the loss.
+    regression: float targets (B, num_classes) compared with a regression loss; no accuracy.
+    `vocab_size` is set when inputs are token ids (long tensors) rather than real values.
+    """
+
     input_shape: tuple[int, ...]
     num_classes: int
+    task: Task = "classification"
+    vocab_size: int | None = None
 
 
 @dataclass(frozen=True)
