@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed ORM models, shared by api/ and workers/. Created only by Alembic."""
 
 from models.base import Base
+from models.cluster import GpuAllocation, Placement, TeamQuota, Worker
 from models.tables import ApiKey, Checkpoint, Dataset, Job, JobEvent, MetricPoint, Sweep, Team
 
 __all__ = [
@@ -8,9 +9,13 @@ __all__ = [
     "Base",
     "Checkpoint",
     "Dataset",
+    "GpuAllocation",
     "Job",
     "JobEvent",
     "MetricPoint",
+    "Placement",
     "Sweep",
     "Team",
+    "TeamQuota",
+    "Worker",
 ]

@@ -45,6 +45,9 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    max_priority: Mapped[str] = mapped_column(
+        String(8), default="normal", server_default="normal", comment="highest it may submit"
+    )
 
 
 class Job(Base):
@@ -82,6 +85,9 @@ class Job(Base):
         String(200), comment="the parent's checkpoint this job starts from"
     )
     sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    gpus: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worker_id: Mapped[str | None] = mapped_column(String(200), comment="where it runs or ran")
     dispatched_at: Mapped[datetime | None] = mapped_column(
         Timestamp, comment="when its task was last sent to the broker"
     )
