@@ -21,6 +21,18 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="a running attempt's lease length")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often the supervisor renews it")
     cancel_grace_seconds: float = Field(5.0, gt=0, description="SIGTERM, then SIGKILL after this")
+    cancel_poll_seconds: float = Field(1.0, gt=0, description="how often a cancel flag is read")
+    maintenance_seconds: float = Field(10.0, gt=0, description="reaper and dispatcher period")
+    dispatch_grace_seconds: float = Field(
+        5.0, ge=0, description="a never-dispatched queued job is sent after this"
+    )
+    redispatch_seconds: float = Field(
+        300.0, gt=0, description="a dispatched job no worker claimed is sent again after this"
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="last k kept, plus the best by val_loss")
+    db_retry_seconds: float = Field(
+        120.0, gt=0, description="how long a worker retries the database before giving up"
+    )
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
     max_page_size: int = Field(200, gt=0)
     max_metric_points: int = Field(10_000, gt=0)

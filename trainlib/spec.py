@@ -80,8 +80,14 @@ class TrainSettings(_Strict):
 
 class Resources(_Strict):
     gpus: Literal[0, 1, 2, 4, 8] = Field(0, description="GPUs on one worker")
+    priority: Literal["low", "normal", "high"] = Field(
+        "normal", description="queue priority; high only with a key allowed it"
+    )
     max_runtime_s: int = Field(24 * 3600, ge=1, le=30 * 24 * 3600)
     max_attempts: int = Field(3, ge=1, le=10)
+    max_queue_s: int = Field(
+        7 * 24 * 3600, ge=1, le=30 * 24 * 3600, description="fail as timeout if unclaimed longer"
+    )
 
 
 class JobSpec(_Strict):
