@@ -11,6 +11,7 @@ REGULARIZERS: Registry = Registry("regularizer")
 MODELS: Registry = Registry("model")
 INITS: Registry = Registry("init")
 DATASETS: Registry = Registry("dataset")
+NORMS: Registry = Registry("norm")
 
 ALL = {
     "optimizer": OPTIMIZERS,
@@ -20,4 +21,5 @@ ALL = {
     "model": MODELS,
     "init": INITS,
     "dataset": DATASETS,
+    "norm": NORMS,
 }
