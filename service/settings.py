@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,14 @@ class Settings(BaseSettings):
     max_page_size: int = Field(200, gt=0)
     max_metric_points: int = Field(10_000, gt=0)
     worker_id: str = ""
+    # Observability (service/logging.py, service/observability.py).
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one object per line for machines; text: for humans"
+    )
+    log_level: str = Field("INFO", description="root log level: DEBUG, INFO, WARNING, ...")
+    metrics_token: str = Field(
+        "", description="if set, GET /metrics needs 'Authorization: Bearer <token>'"
+    )
 
     @property
     def resolved_database_url(self) -> str:
