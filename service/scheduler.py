@@ -1,0 +1,488 @@
+"""Scheduling in the database: which queued job runs next, and on which worker.
+
+Order: effective priority (a job waiting past the starvation threshold is promoted one level),
+then fair share (the team with the fewest weighted device-seconds over a sliding window, then
+the fewest devices in use), then submission time. A job that does not fit yet does not block
+smaller ones behind it (backfill); promotion keeps it from waiting forever behind higher ranks.
+
+Placement is safe under races: one dispatcher at a time decides (a PostgreSQL advisory lock;
+SQLite serialises writers), and the primary keys of `placements` (worker, slot) and
+`gpu_allocations` (worker, gpu) refuse a double booking whatever happens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from models import GpuAllocation, Job, Placement, Team, TeamQuota, Worker
+from service.states import JobStatus
+
+PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2}
+# Any constant: the key of the advisory lock that makes dispatch passes take turns.
+DISPATCH_LOCK = 0x5245_4731
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+@dataclass(frozen=True)
+class Policy:
+    fair_share_window_s: float = 3600.0
+    starvation_s: float = 600.0
+    worker_ttl_s: float = 30.0
+
+
+class QuotaExceeded(Exception):
+    """A submission over the team's queued-jobs limit (HTTP 429)."""
+
+
+class PriorityNotAllowed(Exception):
+    """A priority above what the caller's key may use (HTTP 403)."""
+
+
+class NoWorkerFits(ValueError):
+    """More GPUs asked than any worker has (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    job_id: uuid.UUID
+    worker_id: str
+    queue: str
+    slot: int
+    gpus: tuple[int, ...]
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+def register_worker(
+    session: Session,
+    worker_id: str,
+    *,
+    host: str,
+    gpus: Sequence[int],
+    slots: int,
+    queue: str,
+    now: datetime,
+) -> Worker:
+    """Create or refresh the worker's row (a restarted worker keeps its id and queue)."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        worker = Worker(id=worker_id, started_at=now)
+        session.add(worker)
+    worker.host = host
+    worker.gpus = sorted(set(gpus))
+    worker.slots = slots
+    worker.queue = queue
+    worker.last_seen_at = now
+    session.flush()
+    return worker
+
+
+def beat(session: Session, worker_id: str, now: datetime) -> bool:
+    """Record that the worker is alive; False if its row is gone (register again)."""
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        return False
+    worker.last_seen_at = now
+    return True
+
+
+def is_live(worker: Worker, now: datetime, policy: Policy) -> bool:
+    return now - worker.last_seen_at <= timedelta(seconds=policy.worker_ttl_s)
+
+
+def release(session: Session, job_id: uuid.UUID) -> None:
+    """Free the job's slot and GPUs (it ended, or it goes back to the queue)."""
+    session.execute(delete(GpuAllocation).where(GpuAllocation.job_id == job_id))
+    session.execute(delete(Placement).where(Placement.job_id == job_id))
+
+
+def placement_of(session: Session, job_id: uuid.UUID) -> Placement | None:
+    return session.get(Placement, job_id)
+
+
+# --- submission checks ----------------------------------------------------------------------
+
+
+def check_submission(
+    session: Session, team_id: uuid.UUID, *, gpus: int, priority: str, key_max_priority: str
+) -> None:
+    """Refuse, before anything is stored, what could never run or is over the team's limits."""
+    if PRIORITY_RANK[priority] > PRIORITY_RANK.get(key_max_priority, 1):
+        raise PriorityNotAllowed(
+            f"priority {priority!r} is not allowed for this API key (its highest is "
+            f"{key_max_priority!r}); ask an administrator: "
+            "`python -m service.admin set-priority KEY_PREFIX high`"
+        )
+    if gpus:
+        largest = max((len(w.gpus) for w in session.scalars(select(Worker))), default=0)
+        if gpus > largest:
+            raise NoWorkerFits(
+                f"resources.gpus: {gpus} GPUs asked but the largest worker has {largest}; "
+                f"ask for at most {largest} (a job runs on one worker)"
+            )
+    quota = session.get(TeamQuota, team_id)
+    if quota is not None and quota.max_queued_jobs is not None:
+        queued = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.team_id == team_id, Job.status == JobStatus.QUEUED)
+        )
+        if (queued or 0) >= quota.max_queued_jobs:
+            raise QuotaExceeded(
+                f"the team already has {queued} queued jobs and its limit is "
+                f"{quota.max_queued_jobs} (max_queued_jobs); wait for some to start or cancel some"
+            )
+
+
+# --- usage and ordering ---------------------------------------------------------------------
+
+
+def devices(job_gpus: int) -> int:
+    """What a job counts for in fair share: its GPUs, or one device for a CPU job."""
+    return max(job_gpus, 1)
+
+
+def team_usage(session: Session, now: datetime, policy: Policy) -> dict[uuid.UUID, float]:
+    """Device-seconds of every team's jobs inside the sliding window (running ones up to now)."""
+    start = now - timedelta(seconds=policy.fair_share_window_s)
+    rows = session.execute(
+        select(Job.team_id, Job.gpus, Job.started_at, Job.finished_at).where(
+            Job.started_at.is_not(None),
+            or_(Job.finished_at.is_(None), Job.finished_at > start),
+        )
+    )
+    usage: dict[uuid.UUID, float] = defaultdict(float)
+    for team_id, gpus, started, finished in rows:
+        if started is None:  # excluded by the query; narrows the type
+            continue
+        end = min(finished or now, now)
+        begin = max(started, start)
+        if end > begin:
+            usage[team_id] += devices(gpus) * (end - begin).total_seconds()
+    return usage
+
+
+@dataclass
+class _TeamState:
+    weight: float = 1.0
+    usage: float = 0.0
+    running_jobs: int = 0
+    devices_in_use: int = 0
+    gpus_in_use: int = 0
+    max_running_jobs: int | None = None
+    max_gpus: int | None = None
+
+    def over_quota(self, job_gpus: int) -> str | None:
+        if self.max_running_jobs is not None and self.running_jobs >= self.max_running_jobs:
+            return (
+                f"team quota reached: {self.running_jobs} of {self.max_running_jobs} "
+                "running jobs (max_running_jobs)"
+            )
+        if self.max_gpus is not None and self.gpus_in_use + job_gpus > self.max_gpus:
+            return (
+                f"team quota reached: {self.gpus_in_use} GPUs in use + {job_gpus} asked > "
+                f"{self.max_gpus} (max_gpus)"
+            )
+        return None
+
+
+def _team_states(session: Session, now: datetime, policy: Policy) -> dict[uuid.UUID, _TeamState]:
+    states: dict[uuid.UUID, _TeamState] = defaultdict(_TeamState)
+    for quota in session.scalars(select(TeamQuota)):
+        state = states[quota.team_id]
+        state.weight = quota.weight if quota.weight > 0 else 1.0
+        state.max_running_jobs = quota.max_running_jobs
+        state.max_gpus = quota.max_gpus
+    for team_id, used in team_usage(session, now, policy).items():
+        states[team_id].usage = used
+    # Jobs holding a place (placed and waiting to start, or running) count against the quota.
+    held = session.execute(
+        select(Job.team_id, Job.gpus)
+        .join(Placement, Placement.job_id == Job.id)
+        .where(Job.status.in_(ACTIVE))
+    ).all()
+    running_unplaced = session.execute(
+        select(Job.team_id, Job.gpus).where(
+            Job.status == JobStatus.RUNNING,
+            ~select(Placement.job_id).where(Placement.job_id == Job.id).exists(),
+        )
+    ).all()
+    for team_id, gpus in [*held, *running_unplaced]:
+        state = states[team_id]
+        state.running_jobs += 1
+        state.devices_in_use += devices(gpus)
+        state.gpus_in_use += gpus
+    return states
+
+
+def effective_priority(job: Job, now: datetime, policy: Policy) -> int:
+    """The job's priority, one level higher once it has waited past the starvation threshold."""
+    rank = PRIORITY_RANK.get(job.priority, 1)
+    waited = (now - job.created_at).total_seconds()
+    return rank + 1 if waited > policy.starvation_s else rank
+
+
+def _rank_key(
+    job: Job, teams: dict[uuid.UUID, _TeamState], now: datetime, policy: Policy
+) -> tuple[Any, ...]:
+    team = teams[job.team_id]
+    return (
+        -effective_priority(job, now, policy),
+        team.usage / team.weight,
+        team.devices_in_use / team.weight,
+        job.created_at,
+        str(job.id),
+    )
+
+
+def _waiting(session: Session) -> list[Job]:
+    """Queued jobs not yet placed."""
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.status == JobStatus.QUEUED,
+                ~select(Placement.job_id).where(Placement.job_id == Job.id).exists(),
+            )
+        )
+    )
+
+
+# --- free capacity --------------------------------------------------------------------------
+
+
+@dataclass
+class _Capacity:
+    worker: Worker
+    free_slots: list[int] = field(default_factory=list)
+    free_gpus: list[int] = field(default_factory=list)
+
+    def fits(self, gpus: int) -> bool:
+        return bool(self.free_slots) and len(self.free_gpus) >= gpus
+
+
+def _capacities(session: Session, workers: Iterable[Worker]) -> list[_Capacity]:
+    used_slots: dict[str, set[int]] = defaultdict(set)
+    for worker_id, slot in session.execute(select(Placement.worker_id, Placement.slot)):
+        used_slots[worker_id].add(slot)
+    used_gpus: dict[str, set[int]] = defaultdict(set)
+    for worker_id, gpu in session.execute(select(GpuAllocation.worker_id, GpuAllocation.gpu)):
+        used_gpus[worker_id].add(gpu)
+    return [
+        _Capacity(
+            worker,
+            [s for s in range(worker.slots) if s not in used_slots[worker.id]],
+            [g for g in worker.gpus if g not in used_gpus[worker.id]],
+        )
+        for worker in workers
+    ]
+
+
+def _best_fit(capacities: list[_Capacity], gpus: int) -> _Capacity | None:
+    """The worker that fits with the fewest GPUs left over (keeps big workers for big jobs)."""
+    fitting = [c for c in capacities if c.fits(gpus)]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda c: (len(c.free_gpus) - gpus, len(c.free_slots), c.worker.id))
+
+
+# --- the dispatch pass ----------------------------------------------------------------------
+
+
+def _take_turn(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK})
+
+
+def release_stale(session: Session, now: datetime, policy: Policy) -> None:
+    """Free places held by ended jobs, and queued jobs' places on workers that went away."""
+    ended = select(Job.id).where(Job.status.not_in(ACTIVE))
+    session.execute(delete(GpuAllocation).where(GpuAllocation.job_id.in_(ended)))
+    session.execute(delete(Placement).where(Placement.job_id.in_(ended)))
+    dead = [w.id for w in session.scalars(select(Worker)) if not is_live(w, now, policy)]
+    if dead:
+        queued = select(Job.id).where(Job.status == JobStatus.QUEUED)
+        for table in (GpuAllocation, Placement):
+            session.execute(
+                delete(table).where(table.worker_id.in_(dead), table.job_id.in_(queued))
+            )
+
+
+def dispatch(session: Session, now: datetime, policy: Policy) -> list[Decision]:
+    """Place every queued job that can run now; the caller sends each to its worker's queue."""
+    _take_turn(session)
+    release_stale(session, now, policy)
+    live = [w for w in session.scalars(select(Worker)) if is_live(w, now, policy)]
+    capacities = _capacities(session, live)
+    teams = _team_states(session, now, policy)
+    waiting = _waiting(session)
+    decisions: list[Decision] = []
+    while waiting and any(c.free_slots for c in capacities):
+        waiting.sort(key=lambda j: _rank_key(j, teams, now, policy))
+        for job in waiting:
+            team = teams[job.team_id]
+            if team.over_quota(job.gpus):
+                continue
+            place = _best_fit(capacities, job.gpus)
+            if place is None:
+                continue
+            slot = place.free_slots.pop(0)
+            gpus = tuple(place.free_gpus[: job.gpus])
+            del place.free_gpus[: job.gpus]
+            session.add(Placement(job_id=job.id, worker_id=place.worker.id, slot=slot, gpus=gpus))
+            for gpu in gpus:
+                session.add(GpuAllocation(worker_id=place.worker.id, gpu=gpu, job_id=job.id))
+            job.worker_id = place.worker.id
+            team.running_jobs += 1
+            team.devices_in_use += devices(job.gpus)
+            team.gpus_in_use += job.gpus
+            decisions.append(Decision(job.id, place.worker.id, place.worker.queue, slot, gpus))
+            waiting.remove(job)
+            break  # re-rank: the team just placed now holds more
+        else:
+            break  # nothing left fits
+    session.flush()
+    return decisions
+
+
+# --- explanations ---------------------------------------------------------------------------
+
+
+def why_pending(session: Session, job: Job, now: datetime, policy: Policy) -> dict[str, Any]:
+    """Where a queued job stands and what it waits for, in words a member can act on."""
+    if job.status != JobStatus.QUEUED:
+        return {}
+    placement = session.get(Placement, job.id)
+    if placement is not None:
+        return {
+            "position": 0,
+            "waiting_for": [
+                f"worker {placement.worker_id} to start it (placed, slot "
+                f"{placement.slot}, GPUs {list(placement.gpus) or 'none'})"
+            ],
+        }
+    teams = _team_states(session, now, policy)
+    waiting = sorted(_waiting(session), key=lambda j: _rank_key(j, teams, now, policy))
+    position = next(i for i, j in enumerate(waiting) if j.id == job.id)
+    reasons: list[str] = []
+    quota = teams[job.team_id].over_quota(job.gpus)
+    if quota:
+        reasons.append(quota)
+    live = [w for w in session.scalars(select(Worker)) if is_live(w, now, policy)]
+    if not live:
+        reasons.append("no worker is running")
+    elif not any(c.fits(job.gpus) for c in _capacities(session, live)):
+        if job.gpus:
+            reasons.append(f"no worker with {job.gpus} free GPUs")
+        else:
+            reasons.append("no worker with a free slot")
+    ahead = waiting[:position]
+    if ahead:
+        higher = sum(
+            1
+            for j in ahead
+            if effective_priority(j, now, policy) > effective_priority(job, now, policy)
+        )
+        detail = f"{len(ahead)} job(s) ahead in the queue"
+        if higher:
+            detail += f" ({higher} of higher priority)"
+        reasons.append(detail)
+    if not reasons:
+        reasons.append("the next dispatch pass (it can start now)")
+    return {"position": position + 1, "waiting_for": reasons}
+
+
+def cluster_view(session: Session, now: datetime, policy: Policy) -> dict[str, Any]:
+    """Workers, their GPUs and what runs where; each team's usage against its quota."""
+    jobs_by_id = {
+        j.id: j for j in session.scalars(select(Job).join(Placement, Placement.job_id == Job.id))
+    }
+    placements = list(session.scalars(select(Placement)))
+    workers = []
+    for worker in session.scalars(select(Worker).order_by(Worker.id)):
+        here = [p for p in placements if p.worker_id == worker.id]
+        gpu_jobs = {g: str(p.job_id) for p in here for g in p.gpus}
+        workers.append(
+            {
+                "id": worker.id,
+                "host": worker.host,
+                "queue": worker.queue,
+                "live": is_live(worker, now, policy),
+                "last_seen_at": worker.last_seen_at.isoformat(),
+                "slots": worker.slots,
+                "gpus": [{"index": g, "job_id": gpu_jobs.get(g)} for g in worker.gpus],
+                "jobs": [
+                    {
+                        "id": str(p.job_id),
+                        "name": jobs_by_id[p.job_id].name if p.job_id in jobs_by_id else None,
+                        "status": jobs_by_id[p.job_id].status if p.job_id in jobs_by_id else None,
+                        "gpus": list(p.gpus),
+                    }
+                    for p in here
+                ],
+            }
+        )
+    teams_state = _team_states(session, now, policy)
+    names: dict[uuid.UUID, str] = dict(session.execute(select(Team.id, Team.name)))
+    queued_counts: dict[uuid.UUID, int] = dict(
+        session.execute(
+            select(Job.team_id, func.count())
+            .where(Job.status == JobStatus.QUEUED)
+            .group_by(Job.team_id)
+        )
+    )
+    quotas = {q.team_id: q for q in session.scalars(select(TeamQuota))}
+    teams = []
+    for team_id in sorted(set(teams_state) | set(queued_counts), key=lambda t: names.get(t, "")):
+        state = teams_state[team_id]
+        quota = quotas.get(team_id)
+        teams.append(
+            {
+                "team": names.get(team_id, str(team_id)),
+                "running_jobs": state.running_jobs,
+                "gpus_in_use": state.gpus_in_use,
+                "queued_jobs": queued_counts.get(team_id, 0),
+                "device_seconds_in_window": round(state.usage, 3),
+                "quota": {
+                    "max_running_jobs": quota.max_running_jobs if quota else None,
+                    "max_gpus": quota.max_gpus if quota else None,
+                    "max_queued_jobs": quota.max_queued_jobs if quota else None,
+                    "weight": quota.weight if quota else 1.0,
+                },
+            }
+        )
+    return {
+        "fair_share_window_s": policy.fair_share_window_s,
+        "workers": workers,
+        "teams": teams,
+    }
+
+
+def set_quota(
+    session: Session,
+    team: Team,
+    *,
+    max_running_jobs: int | None,
+    max_gpus: int | None,
+    max_queued_jobs: int | None,
+    weight: float | None,
+) -> TeamQuota:
+    quota = session.get(TeamQuota, team.id)
+    if quota is None:
+        quota = TeamQuota(team_id=team.id, weight=1.0)
+        session.add(quota)
+    quota.max_running_jobs = max_running_jobs
+    quota.max_gpus = max_gpus
+    quota.max_queued_jobs = max_queued_jobs
+    if weight is not None:
+        quota.weight = weight
+    session.flush()
+    return quota
