@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -69,6 +69,15 @@ class BatchOrder:
         batch = self._perm[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
         return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the order stands: the generator, this epoch's permutation and the position."""
+        return {"generator": self.generator.get_state(), "perm": self._perm, "pos": self._pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm = state["perm"].to(torch.long)
+        self._pos = int(state["pos"])
 
     def batches(
         self, data: DataBundle

@@ -68,6 +68,9 @@ class TrainSettings(_Strict):
     checkpoint_every: int | None = Field(
         None, ge=1, description="write a checkpoint every N steps (always one at the end)"
     )
+    keep_checkpoints: int = Field(
+        3, ge=1, le=1000, description="full-state checkpoints kept: the last N and the best"
+    )
     precision: Literal["fp32"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

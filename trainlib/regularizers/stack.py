@@ -112,6 +112,14 @@ class RegularizerStack:
         self._count = 0
         return out
 
+    def log_state(self) -> dict[str, Any]:
+        """The penalty sums not yet logged (a checkpoint between two log steps carries them)."""
+        return {"sums": dict(self._sums), "count": self._count}
+
+    def load_log_state(self, state: dict[str, Any]) -> None:
+        self._sums = {label: value.clone() for label, value in state["sums"].items()}
+        self._count = int(state["count"])
+
     def refresh_batchnorm(self, batches: Callable[[], Iterable[torch.Tensor]]) -> None:
         """Averaged models whose batch-norm statistics must be recomputed (swa) get one pass."""
         for reg in self.items:
