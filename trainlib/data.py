@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -28,14 +28,58 @@ class DataInfo:
     vocab_size: int | None = None
 
 
+class TaskMaker(Protocol):
+    """Builds task k of a sequence from the base data, on its device, the same every time."""
+
+    def __call__(self, base: DataBundle, task: int) -> DataBundle: ...
+
+
+@dataclass(frozen=True)
+class TaskSequence:
+    """A continual-learning sequence: task k trains on steps [k·S, (k+1)·S), S = steps_per_task.
+
+    Tasks are rebuilt from the base on demand (no n_tasks copies in memory) and depend only on
+    the task index, so the task of any step, a resumed one included, follows from the step.
+    """
+
+    base: DataBundle
+    make: TaskMaker
+    n_tasks: int
+    steps_per_task: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_tasks * self.steps_per_task
+
+    def task_at(self, step: int) -> int:
+        """The task that step `step` (0-based, about to run) trains on."""
+        return min(step // self.steps_per_task, self.n_tasks - 1)
+
+    def ends_task(self, done: int) -> bool:
+        """Whether the step that brought the count to `done` was its task's last."""
+        return done % self.steps_per_task == 0
+
+    def bundle(self, task: int) -> DataBundle:
+        if not 0 <= task < self.n_tasks:
+            raise IndexError(f"task {task} of a sequence of {self.n_tasks}")
+        return replace(self.make(self.base, task), tasks=self)
+
+    def to(self, device: torch.device) -> TaskSequence:
+        return replace(self, base=self.base.to(device))
+
+
 @dataclass(frozen=True)
 class DataBundle:
+    """Training and validation tensors; `tasks` is set for a task sequence, whose bundle is
+    always one task's (the loop swaps in `for_task(k)` at each boundary)."""
+
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
     info: DataInfo
     batch_size: int
+    tasks: TaskSequence | None = None
 
     def to(self, device: torch.device) -> DataBundle:
         return DataBundle(
@@ -45,7 +89,13 @@ class DataBundle:
             self.val_y.to(device),
             self.info,
             self.batch_size,
+            None if self.tasks is None else self.tasks.to(device),
         )
+
+    def for_task(self, task: int) -> DataBundle:
+        if self.tasks is None:
+            raise ValueError("not a task sequence")
+        return self.tasks.bundle(task)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -1,0 +1,1 @@
+"""Data files shipped with trainlib (see README.md for their sources and licences)."""
