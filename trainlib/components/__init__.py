@@ -10,6 +10,9 @@ from trainlib.components import (
     loss_robust,
     losses,
     models,
+    models_cnn,
+    models_transformer,
+    norms,
     schedules,
 )
 
@@ -21,5 +24,8 @@ __all__ = [
     "loss_robust",
     "losses",
     "models",
+    "models_cnn",
+    "models_transformer",
+    "norms",
     "schedules",
 ]

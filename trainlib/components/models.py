@@ -1,65 +1,89 @@
-"""Models, built from a settings object and the data set's shape."""
+"""The multi-layer perceptron (the CNN and transformer live in models_cnn / models_transformer)."""
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from trainlib.components.blocks import ResidualBlock, ResidualMode, fixup_bias
+from trainlib.components.models_common import (
+    ModelSettings,
+    make_activation,
+    require_per_sample_output,
+)
+from trainlib.components.norms import make_norm
 from trainlib.data import DataInfo
 from trainlib.registries import MODELS
 
-Activation = Literal["relu", "gelu", "silu", "tanh"]
-Norm = Literal["none", "layernorm", "batchnorm", "rmsnorm"]
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-}
+class MLPSettings(ModelSettings):
+    """Fully connected: [Linear, norm, activation, dropout] x len(hidden), then Linear.
 
-
-def make_norm(norm: Norm, width: int) -> nn.Module:
-    if norm == "layernorm":
-        return nn.LayerNorm(width)
-    if norm == "batchnorm":
-        return nn.BatchNorm1d(width)
-    if norm == "rmsnorm":
-        return nn.RMSNorm(width)
-    return nn.Identity()
-
-
-class MLPSettings(BaseModel):
-    """Fully connected: [Linear, norm, activation, dropout] x len(hidden), then Linear."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    `residual` (off by default) turns each hidden layer whose width equals the previous one
+    into a residual block. Token inputs (a data set with a vocabulary) are one-hot encoded, or
+    embedded with `embed_dim` features per token, then flattened.
+    """
 
     hidden: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [256, 256], max_length=64
     )
-    activation: Activation = "relu"
-    norm: Norm = "none"
-    dropout: float = Field(0.0, ge=0, lt=1)
+    residual: ResidualMode | None = None  # type: ignore[assignment]
+    embed_dim: int | None = Field(None, ge=1, le=4096)
+
+
+class TokenInput(nn.Module):
+    """One-hot encodes (B, T) token ids into (B, T, vocab) floats."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(x.long(), self.vocab_size).float()
 
 
 class MLP(nn.Module):
     def __init__(self, s: MLPSettings, info: DataInfo) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
+        require_per_sample_output(info, "mlp")
         width = math.prod(info.input_shape)
-        for hidden in s.hidden:
-            layers += [nn.Linear(width, hidden), make_norm(s.norm, hidden)]
-            layers += [_ACTIVATIONS[s.activation](), nn.Dropout(s.dropout)]
+        self.encode: nn.Module = nn.Identity()
+        if info.vocab_size is not None and s.embed_dim is not None:
+            self.encode = nn.Embedding(info.vocab_size, s.embed_dim)
+            width *= s.embed_dim
+        elif info.vocab_size is not None:
+            self.encode = TokenInput(info.vocab_size)
+            width *= info.vocab_size
+        layers: list[nn.Module] = []
+        for i, hidden in enumerate(s.hidden):
+            residual = s.residual is not None and i > 0 and hidden == width
+            bias = fixup_bias(s.residual) if residual else nn.Identity()
+            layer = [nn.Linear(width, hidden), bias, make_norm(s.norm, hidden, "features")]
+            layer += [make_activation(s.activation), nn.Dropout(s.dropout)]
+            if residual and s.residual is not None:
+                branch = nn.Sequential(fixup_bias(s.residual), *layer)
+                layers.append(ResidualBlock(branch, s.residual, s.drop_path))
+            else:
+                layers += layer
             width = hidden
-        layers.append(nn.Linear(width, info.num_classes))
-        self.net = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, info.num_classes)
+
+    @property
+    def stem(self) -> nn.Module:
+        """The input layer: the token embedding, else the first Linear."""
+        if isinstance(self.encode, nn.Embedding):
+            return self.encode
+        return next(m for m in self.modules() if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(x)
+        features = self.encode(x).flatten(1)
+        out: torch.Tensor = self.head(self.body(features))
         return out
 
 
