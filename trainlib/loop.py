@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from trainlib.checkpoint import save_weights
+from trainlib.components.inits_base import InitContext, apply_init
+from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
-from trainlib.registries import DATASETS, INITS, LOSSES, MODELS, SCHEDULES
+from trainlib.registries import DATASETS, LOSSES, MODELS
 from trainlib.regularizers.base import SetupContext
 from trainlib.regularizers.stack import RegularizerStack
 from trainlib.sink import Metric, NullSink, Sink
@@ -81,7 +83,7 @@ def train(
 
     data: DataBundle = DATASETS.build(spec.data, seed=spec.seed).to(device)
     model: nn.Module = MODELS.build(spec.model, data.info)
-    INITS.build(spec.init, model)
+    init = apply_init(spec.init, model, InitContext.from_data(data, resolve_job))
     model.to(device).train()
     n_steps = total_steps(spec, data.steps_per_epoch)
     setup = SetupContext(
@@ -95,8 +97,16 @@ def train(
     )
     regularizers = RegularizerStack.build(spec.regularizers, setup)
     regularizers.configure_model(model)
-    optimizer = build_optimizer(spec.optimizer, model, adjust_groups=regularizers.param_groups)
-    scheduler = SCHEDULES.build(spec.schedule, innermost(optimizer), n_steps)
+    optimizer = build_optimizer(
+        spec.optimizer, model, adjust_groups=init.after(regularizers.param_groups)
+    )
+    scheduler = build_scheduler(
+        spec.schedule,
+        innermost(optimizer),
+        n_steps,
+        spec.train.scale_lr_with_batch,
+        data.batch_size,
+    )
     loss_fn: nn.Module = LOSSES.build(spec.loss)
     batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
     step_fn = regularizers.strategy.train_step if regularizers.strategy else train_step

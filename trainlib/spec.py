@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 import trainlib.components  # noqa: F401  (registers the built-in components)
+from trainlib.components.schedules_runtime import BatchScaling
 from trainlib.registries import (
     DATASETS,
     INITS,
@@ -73,6 +74,9 @@ class TrainSettings(_Strict):
     )
     precision: Literal["fp32"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    scale_lr_with_batch: BatchScaling | None = Field(
+        None, description="{rule: linear|sqrt, base_batch_size: 256}: lr x B/B0 or sqrt(B/B0)"
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSettings:

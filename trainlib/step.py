@@ -3,6 +3,8 @@
 Plain optimizers take `step()`; those that need the loss (Polyak-type step sizes) take
 `step(loss=...)`; two-pass strategies (SAM, ASAM) own a second forward/backward on the same batch,
 with batch-norm statistics kept from the first pass only. The loss returned is the first pass's.
+With fp16 a gradient scaler (trainlib.precision) scales the loss before backward and unscales
+the gradients before the update, skipping steps whose gradients overflowed.
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step; returns the (first-pass) loss and logits, still on the device."""
     logits = model(x)
     loss = loss_fn(logits, y)
     optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        _scaled_step(optimizer, loss, scaler)
+        return loss, logits
     loss.backward()
     if getattr(optimizer, "two_pass", False):
         optimizer.first_step()  # type: ignore[attr-defined]
@@ -58,6 +65,20 @@ def train_step(
     else:
         optimizer.step()
     return loss, logits
+
+
+def _scaled_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler: torch.amp.GradScaler
+) -> None:
+    """Backward of the scaled loss; the scaler unscales, then steps unless gradients overflowed."""
+    if getattr(optimizer, "two_pass", False):
+        raise ValueError("fp16 loss scaling cannot drive a two-pass optimizer; use bf16")
+    scaler.scale(loss).backward()
+    if getattr(optimizer, "needs_loss", False):
+        scaler.step(optimizer, loss=loss.detach())
+    else:
+        scaler.step(optimizer)
+    scaler.update()
 
 
 @contextmanager

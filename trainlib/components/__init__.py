@@ -5,6 +5,10 @@ import trainlib.regularizers  # noqa: F401  (so do regularizers)
 from trainlib.components import (
     datasets,
     inits,
+    inits_lsuv,
+    inits_mup,
+    inits_residual,
+    inits_selection,
     loss_focal,
     loss_imbalance,
     loss_robust,
@@ -19,6 +23,10 @@ from trainlib.components import (
 __all__ = [
     "datasets",
     "inits",
+    "inits_lsuv",
+    "inits_mup",
+    "inits_residual",
+    "inits_selection",
     "loss_focal",
     "loss_imbalance",
     "loss_robust",
