@@ -1,0 +1,177 @@
+// One job: status, curves (live while it runs), spec, events, checkpoints and other artifacts.
+
+import { download, get, post } from "./api.js";
+import { LineChart, chartGroup } from "./charts.js";
+import { FINAL, bytes, duration, errorBox, h, number, statusBadge, time } from "./dom.js";
+import { poll } from "./poll.js";
+
+const REFRESH_MS = 2000;
+const TITLES = { loss: "Loss", accuracy: "Accuracy", lr: "Learning rate" };
+const ORDER = ["loss", "accuracy", "lr"]; // then the rest, alphabetically
+
+function byImportance(a, b) {
+  const rank = (g) => (ORDER.includes(g) ? ORDER.indexOf(g) : ORDER.length);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
+function summary(job, onCancel) {
+  const p = job.progress;
+  const facts = [
+    ["Status", statusBadge(job.status)],
+    ["Attempt", `${job.attempt} of ${job.max_attempts}`],
+    ["Progress", p.total ? `${p.step} / ${p.total} steps (${((p.fraction ?? 0) * 100).toFixed(0)}%)` : `${p.step} steps`],
+    ["Created", time(job.created_at)],
+    ["Ran for", duration(job.started_at, job.finished_at)],
+    ["Spec hash", h("code", {}, job.spec_hash.slice(0, 12))],
+  ];
+  for (const [name, value] of Object.entries(job.latest_metrics ?? {})) facts.push([name, number(value)]);
+  return h(
+    "div",
+    { class: "card" },
+    h(
+      "div",
+      { class: "toolbar" },
+      h("h1", {}, job.name),
+      FINAL.has(job.status) || job.cancel_requested
+        ? null
+        : h("button", { type: "button", class: "danger", onclick: onCancel }, "Cancel job"),
+    ),
+    job.failure ? h("p", { class: "error" }, `${job.failure.reason ?? "failed"}: ${job.failure.message ?? ""}`) : null,
+    h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
+  );
+}
+
+function eventsTable(events) {
+  return h(
+    "table",
+    { class: "events" },
+    h("thead", {}, h("tr", {}, ["Time", "Attempt", "Kind", "Status", "Detail"].map((c) => h("th", {}, c)))),
+    h(
+      "tbody",
+      {},
+      events.map((e) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, time(e.created_at)),
+          h("td", { class: "num" }, e.attempt),
+          h("td", {}, e.kind),
+          h("td", {}, e.status ? statusBadge(e.status) : ""),
+          h("td", {}, h("code", {}, Object.keys(e.detail).length ? JSON.stringify(e.detail) : "")),
+        ),
+      ),
+    ),
+  );
+}
+
+function artifactsTable(jobId, artifacts) {
+  if (artifacts.length === 0) return h("p", { class: "muted" }, "no artifacts yet");
+  return h(
+    "table",
+    { class: "artifacts" },
+    h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", ""].map((c) => h("th", {}, c)))),
+    h(
+      "tbody",
+      {},
+      artifacts.map((a) =>
+        h(
+          "tr",
+          {},
+          h("td", {}, h("code", {}, a.name), a.name.includes("checkpoint") ? h("span", { class: "badge" }, "checkpoint") : null),
+          h("td", { class: "num" }, bytes(a.size_bytes)),
+          h("td", {}, new Date(a.modified_at * 1000).toLocaleString()),
+          h(
+            "td",
+            {},
+            h(
+              "button",
+              {
+                type: "button",
+                class: "link",
+                onclick: () => download(`/v1/jobs/${jobId}/artifacts/${encodeURIComponent(a.name)}`, a.name),
+              },
+              "download",
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export function renderJob(view, jobId) {
+  const head = h("div", {}, h("p", { class: "muted" }, "loading…"));
+  const charts = h("div", { class: "charts", id: "charts" });
+  const spec = h("pre", { class: "spec" });
+  const submitted = h("pre", { class: "spec" });
+  const events = h("div");
+  const artifacts = h("div");
+  const page = h(
+    "div",
+    { class: "job", dataset: { jobId } },
+    h("p", {}, h("a", { href: "#/jobs" }, "← all jobs")),
+    head,
+    h("section", {}, h("h2", {}, "Curves"), charts),
+    h(
+      "section",
+      { class: "columns" },
+      h("div", {}, h("h2", {}, "Resolved spec"), spec, h("details", {}, h("summary", {}, "as submitted"), submitted)),
+      h("div", {}, h("h2", {}, "Checkpoints and artifacts"), artifacts, h("h2", {}, "Events"), events),
+    ),
+  );
+  view.replaceChildren(page);
+
+  const byGroup = new Map();
+  function drawCurves(series) {
+    const groups = new Map();
+    for (const name of Object.keys(series).sort()) {
+      const group = chartGroup(name);
+      if (!groups.has(group)) groups.set(group, []);
+      groups.get(group).push({ key: name, label: name, ...series[name] });
+    }
+    for (const group of [...groups.keys()].sort(byImportance)) {
+      const lines = groups.get(group);
+      if (!byGroup.has(group)) {
+        const chart = new LineChart({ key: group, title: TITLES[group] ?? group, yLabel: group, log: false });
+        byGroup.set(group, chart);
+        charts.append(chart.el);
+      }
+      byGroup.get(group).update(lines);
+    }
+  }
+
+  async function cancel() {
+    await post(`/v1/jobs/${jobId}/cancel`);
+  }
+
+  async function refresh() {
+    const [job, metrics, history, files] = await Promise.all([
+      get(`/v1/jobs/${jobId}`),
+      get(`/v1/jobs/${jobId}/metrics`),
+      get(`/v1/jobs/${jobId}/events/history`),
+      get(`/v1/jobs/${jobId}/artifacts`),
+    ]);
+    page.dataset.status = job.status;
+    head.replaceChildren(summary(job, () => cancel().catch((e) => head.append(errorBox(e)))));
+    spec.textContent = JSON.stringify(job.resolved_spec, null, 2);
+    submitted.textContent = JSON.stringify(job.spec, null, 2);
+    drawCurves(metrics.series);
+    events.replaceChildren(eventsTable(history));
+    artifacts.replaceChildren(artifactsTable(jobId, files));
+    page.dataset.loaded = "true";
+    return !FINAL.has(job.status); // a finished job needs no more polling
+  }
+
+  const stop = poll(async () => {
+    try {
+      return await refresh();
+    } catch (error) {
+      head.replaceChildren(errorBox(error));
+      return error.status !== 404;
+    }
+  }, REFRESH_MS);
+  return () => {
+    stop();
+    for (const chart of byGroup.values()) chart.destroy();
+  };
+}

@@ -1,0 +1,25 @@
+// Live updates by polling the JSON API: the next call starts only after the last one ended,
+// and a hidden tab does not poll. Returns a function that stops it.
+// (The SSE stream cannot be used from EventSource: it cannot send the Authorization header.)
+
+export function poll(task, everyMs) {
+  let stopped = false;
+  let timer = null;
+  async function tick() {
+    if (stopped) return;
+    if (!document.hidden) {
+      try {
+        const again = await task();
+        if (again === false) stopped = true;
+      } catch (error) {
+        console.error(error);
+      }
+    }
+    if (!stopped) timer = setTimeout(tick, everyMs);
+  }
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
