@@ -19,6 +19,8 @@ from torch import nn
 from trainlib.checkpoint import save_weights
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
+from trainlib.components.inits_base import InitContext, apply_init
+from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
 from trainlib.optim.base import innermost

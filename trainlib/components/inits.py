@@ -1,13 +1,21 @@
-"""Weight initializations, applied in place to a built model (biases are zeroed)."""
+"""Data-independent weight initializations, applied in place to a built model.
+
+Each rule initializes the weight of every Linear/Conv layer and zeroes its bias; embeddings and
+normalization layers keep their own init. Every builder takes (settings, model, InitContext) and
+returns an InitResult (see inits_base); the data-dependent and structural inits live in
+inits_lsuv, inits_residual, inits_mup and inits_selection.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from trainlib.components.inits_base import InitContext, weight_layers
 from trainlib.registries import INITS
 
 
@@ -23,28 +31,65 @@ class GainSettings(BaseModel):
     gain: float = Field(1.0, gt=0, le=100)
 
 
-def _apply(model: nn.Module, fn: Callable[[torch.Tensor], object]) -> None:
+class KaimingSettings(BaseModel):
+    """He init: std = gain/sqrt(fan) (normal) or bound = gain·sqrt(3/fan) (uniform)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["fan_in", "fan_out"] = "fan_in"
+    nonlinearity: Literal["relu", "leaky_relu", "linear", "tanh", "selu"] = "relu"
+
+
+class TruncNormalSettings(BaseModel):
+    """N(0, std²) truncated to ±`truncate_at`·std (the ViT / timm init, std 0.02)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    std: float = Field(0.02, gt=0, le=10)
+    truncate_at: float = Field(2.0, gt=0, le=10, description="cut-off, in standard deviations")
+    mean: float = Field(0.0, ge=-10, le=10)
+
+
+def apply_to_weights(model: nn.Module, fn: Callable[[torch.Tensor], object]) -> None:
+    """`fn` on the weight of every Linear/Conv layer, its bias zeroed."""
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
-                fn(module.weight)
-                if module.bias is not None:
-                    module.bias.zero_()
+        for module in weight_layers(model):
+            fn(module.weight)
+            if module.bias is not None:
+                module.bias.zero_()
 
 
 @INITS.register("default", settings=DefaultSettings, summary="torch's default init of each layer")
-def build_default(s: DefaultSettings, model: nn.Module) -> None:
+def build_default(s: DefaultSettings, model: nn.Module, ctx: InitContext | None = None) -> None:
     return None
 
 
 @INITS.register(
     "kaiming_normal",
-    settings=DefaultSettings,
+    settings=KaimingSettings,
     summary="He normal init (fan_in, ReLU gain)",
     paper="Delving Deep into Rectifiers (He et al., 2015)",
 )
-def build_kaiming_normal(s: DefaultSettings, model: nn.Module) -> None:
-    _apply(model, lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+def build_kaiming_normal(
+    s: KaimingSettings, model: nn.Module, ctx: InitContext | None = None
+) -> None:
+    apply_to_weights(
+        model, lambda w: nn.init.kaiming_normal_(w, mode=s.mode, nonlinearity=s.nonlinearity)
+    )
+
+
+@INITS.register(
+    "kaiming_uniform",
+    settings=KaimingSettings,
+    summary="He uniform init (fan_in, ReLU gain)",
+    paper="Delving Deep into Rectifiers (He et al., 2015)",
+)
+def build_kaiming_uniform(
+    s: KaimingSettings, model: nn.Module, ctx: InitContext | None = None
+) -> None:
+    apply_to_weights(
+        model, lambda w: nn.init.kaiming_uniform_(w, mode=s.mode, nonlinearity=s.nonlinearity)
+    )
 
 
 @INITS.register(
@@ -54,8 +99,8 @@ def build_kaiming_normal(s: DefaultSettings, model: nn.Module) -> None:
     paper="Understanding the difficulty of training deep feedforward neural networks "
     "(Glorot & Bengio, 2010)",
 )
-def build_xavier_uniform(s: GainSettings, model: nn.Module) -> None:
-    _apply(model, lambda w: nn.init.xavier_uniform_(w, gain=s.gain))
+def build_xavier_uniform(s: GainSettings, model: nn.Module, ctx: InitContext | None = None) -> None:
+    apply_to_weights(model, lambda w: nn.init.xavier_uniform_(w, gain=s.gain))
 
 
 @INITS.register(
@@ -65,5 +110,21 @@ def build_xavier_uniform(s: GainSettings, model: nn.Module) -> None:
     paper="Exact solutions to the nonlinear dynamics of learning in deep linear neural networks "
     "(Saxe et al., 2014)",
 )
-def build_orthogonal(s: GainSettings, model: nn.Module) -> None:
-    _apply(model, lambda w: nn.init.orthogonal_(w, gain=s.gain))
+def build_orthogonal(s: GainSettings, model: nn.Module, ctx: InitContext | None = None) -> None:
+    apply_to_weights(model, lambda w: nn.init.orthogonal_(w, gain=s.gain))
+
+
+@INITS.register(
+    "trunc_normal",
+    settings=TruncNormalSettings,
+    summary="truncated normal init (std 0.02, cut at 2 std)",
+    paper="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale "
+    "(Dosovitskiy et al., 2021)",
+)
+def build_trunc_normal(
+    s: TruncNormalSettings, model: nn.Module, ctx: InitContext | None = None
+) -> None:
+    cut = s.truncate_at * s.std
+    apply_to_weights(
+        model, lambda w: nn.init.trunc_normal_(w, s.mean, s.std, s.mean - cut, s.mean + cut)
+    )
