@@ -9,8 +9,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from models import Team
-from service.auth import authenticate
+from models import ApiKey, Team
+from service.auth import authenticate_key
 from service.queue import JobQueue
 from service.settings import Settings
 from service.storage import ArtifactStore
@@ -39,10 +39,10 @@ def get_store(request: Request) -> ArtifactStore:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_team(
+def get_api_key(
     session: Annotated[Session, Depends(get_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Team:
+) -> ApiKey:
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -50,13 +50,22 @@ def get_team(
             "(create one with `python -m service.admin create-key --team NAME`)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    team = authenticate(session, credentials.credentials)
-    if team is None:
+    key = authenticate_key(session, credentials.credentials)
+    if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid or revoked API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return key
+
+
+def get_team(
+    session: Annotated[Session, Depends(get_session)],
+    key: Annotated[ApiKey, Depends(get_api_key)],
+) -> Team:
+    team = session.get(Team, key.team_id)
+    assert team is not None  # the key's foreign key cascades: no key without its team
     return team
 
 
@@ -65,3 +74,4 @@ SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 TeamDep = Annotated[Team, Depends(get_team)]
+KeyDep = Annotated[ApiKey, Depends(get_api_key)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from service.jobs import IdempotencyConflict, JobNotFound
+from service.outages import is_connection_error
+from service.scheduler import NoWorkerFits, PriorityNotAllowed, QuotaExceeded
 from service.states import IllegalTransition
 from trainlib.spec import SpecError
 
@@ -31,8 +33,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def illegal(_request: Request, exc: IllegalTransition) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_409_CONFLICT)
 
-    @app.exception_handler(OperationalError)
-    async def database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(_request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_429_TOO_MANY_REQUESTS)
+
+    @app.exception_handler(PriorityNotAllowed)
+    async def priority(_request: Request, exc: PriorityNotAllowed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_403_FORBIDDEN)
+
+    @app.exception_handler(NoWorkerFits)
+    async def too_big(_request: Request, exc: NoWorkerFits) -> JSONResponse:
+        path = ["resources", "gpus"]
+        return JSONResponse(
+            {"detail": str(exc), "errors": [{"path": path, "message": str(exc)}]},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_down(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # A lost or refused connection (any route, the API key check included) is a 503 with
+        # Retry-After, never a 500; other database errors are bugs and stay 500s.
+        if not is_connection_error(exc):
+            return JSONResponse(
+                {"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+            )
         return JSONResponse(
             {"detail": "the database is unavailable; retry shortly"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -48,6 +48,23 @@ def add_known_key(session: Session, team_name: str, raw_key: str, label: str | N
         session.flush()
 
 
+def authenticate_key(session: Session, raw_key: str) -> ApiKey | None:
+    """The stored key, or None for an unknown or revoked one."""
+    if not raw_key:
+        return None
+    return session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+    )
+
+
+def set_max_priority(session: Session, prefix: str, priority: str) -> int:
+    """Let the keys starting with `prefix` submit up to `priority`; how many keys changed."""
+    keys = list(session.scalars(select(ApiKey).where(ApiKey.prefix.startswith(prefix))))
+    for key in keys:
+        key.max_priority = priority
+    return len(keys)
+
+
 def authenticate(session: Session, raw_key: str) -> Team | None:
     """The key's team, or None for an unknown or revoked key."""
     if not raw_key:

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models import GpuAllocation, Job, Placement, Team, TeamQuota, Worker
+from service.settings import Settings
 from service.states import JobStatus
 
 PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2}
@@ -34,8 +35,16 @@ ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 @dataclass(frozen=True)
 class Policy:
     fair_share_window_s: float = 3600.0
-    starvation_s: float = 600.0
+    starvation_s: float = 1800.0
     worker_ttl_s: float = 30.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Policy:
+        return cls(
+            settings.fair_share_window_seconds,
+            settings.starvation_seconds,
+            settings.worker_ttl_seconds,
+        )
 
 
 class QuotaExceeded(Exception):
@@ -400,16 +409,35 @@ def why_pending(session: Session, job: Job, now: datetime, policy: Policy) -> di
     return {"position": position + 1, "waiting_for": reasons}
 
 
-def cluster_view(session: Session, now: datetime, policy: Policy) -> dict[str, Any]:
-    """Workers, their GPUs and what runs where; each team's usage against its quota."""
+def cluster_view(
+    session: Session, now: datetime, policy: Policy, viewer: uuid.UUID | None = None
+) -> dict[str, Any]:
+    """Workers, their GPUs and what runs where; each team's usage against its quota.
+
+    With a viewer, other teams' jobs show as their team only: a team sees its own jobs.
+    """
+    names: dict[uuid.UUID, str] = dict(session.execute(select(Team.id, Team.name)).all())
     jobs_by_id = {
         j.id: j for j in session.scalars(select(Job).join(Placement, Placement.job_id == Job.id))
     }
-    placements = list(session.scalars(select(Placement)))
+
+    def shown(job_id: uuid.UUID, gpus: list[int]) -> dict[str, Any]:
+        job = jobs_by_id[job_id]
+        if viewer is not None and job.team_id != viewer:
+            return {"team": names.get(job.team_id), "id": None, "name": None, "gpus": gpus}
+        return {
+            "team": names.get(job.team_id),
+            "id": str(job.id),
+            "name": job.name,
+            "status": job.status,
+            "gpus": gpus,
+        }
+
+    placements = [p for p in session.scalars(select(Placement)) if p.job_id in jobs_by_id]
     workers = []
     for worker in session.scalars(select(Worker).order_by(Worker.id)):
         here = [p for p in placements if p.worker_id == worker.id]
-        gpu_jobs = {g: str(p.job_id) for p in here for g in p.gpus}
+        gpu_jobs = {g: shown(p.job_id, list(p.gpus))["id"] for p in here for g in p.gpus}
         workers.append(
             {
                 "id": worker.id,
@@ -418,26 +446,20 @@ def cluster_view(session: Session, now: datetime, policy: Policy) -> dict[str, A
                 "live": is_live(worker, now, policy),
                 "last_seen_at": worker.last_seen_at.isoformat(),
                 "slots": worker.slots,
-                "gpus": [{"index": g, "job_id": gpu_jobs.get(g)} for g in worker.gpus],
-                "jobs": [
-                    {
-                        "id": str(p.job_id),
-                        "name": jobs_by_id[p.job_id].name if p.job_id in jobs_by_id else None,
-                        "status": jobs_by_id[p.job_id].status if p.job_id in jobs_by_id else None,
-                        "gpus": list(p.gpus),
-                    }
-                    for p in here
+                "gpus": [
+                    {"index": g, "busy": g in gpu_jobs, "job_id": gpu_jobs.get(g)}
+                    for g in worker.gpus
                 ],
+                "jobs": [shown(p.job_id, list(p.gpus)) for p in here],
             }
         )
     teams_state = _team_states(session, now, policy)
-    names: dict[uuid.UUID, str] = dict(session.execute(select(Team.id, Team.name)))
     queued_counts: dict[uuid.UUID, int] = dict(
         session.execute(
             select(Job.team_id, func.count())
             .where(Job.status == JobStatus.QUEUED)
             .group_by(Job.team_id)
-        )
+        ).all()
     )
     quotas = {q.team_id: q for q in session.scalars(select(TeamQuota))}
     teams = []

@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     max_page_size: int = Field(200, gt=0)
     max_metric_points: int = Field(10_000, gt=0)
     worker_id: str = ""
+    # The shared cluster (service/scheduler.py).
+    worker_gpus: str = Field(
+        "", description="GPU indices this worker owns, e.g. '0' or '0,1,2,3'; empty on a CPU worker"
+    )
+    worker_slots: int = Field(0, ge=0, description="jobs at once; 0: one per GPU, or 1")
+    fair_share_window_seconds: float = Field(3600.0, gt=0, description="usage look-back")
+    starvation_seconds: float = Field(
+        1800.0, gt=0, description="a job waiting longer is promoted one priority level"
+    )
+    worker_ttl_seconds: float = Field(
+        30.0, gt=0, description="a worker not seen for this long holds no capacity"
+    )
     # Observability (service/logging.py, service/observability.py).
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per line for machines; text: for humans"
@@ -46,6 +58,10 @@ class Settings(BaseSettings):
     metrics_token: str = Field(
         "", description="if set, GET /metrics needs 'Authorization: Bearer <token>'"
     )
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        return sorted({int(part) for part in self.worker_gpus.split(",") if part.strip()})
 
     @property
     def resolved_database_url(self) -> str:

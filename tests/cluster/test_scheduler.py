@@ -63,7 +63,7 @@ def submit(
 ) -> Job:
     spec = {**SPEC, "resources": {"gpus": gpus, "priority": priority}}
     team_id = get_or_create_team(session, team).id
-    job = submit_job(session, team_id=team_id, raw_spec=spec).job
+    job = submit_job(session, team_id=team_id, raw_spec=spec, max_priority="high").job
     job.created_at = at
     session.flush()
     return job
@@ -313,9 +313,11 @@ def test_cluster_view_shows_workers_jobs_and_quotas(factory: SessionFactory) -> 
     workers = {w["id"]: w for w in view["workers"]}
     assert workers["gone"]["live"] is False
     assert workers["w"]["gpus"] == [
-        {"index": 0, "job_id": str(job.id)},
-        {"index": 1, "job_id": str(job.id)},
+        {"index": 0, "busy": True, "job_id": str(job.id)},
+        {"index": 1, "busy": True, "job_id": str(job.id)},
     ]
+    (shown,) = workers["w"]["jobs"]
+    assert shown["id"] == str(job.id) and shown["team"] == "t"
     (team_row,) = view["teams"]
     assert team_row["team"] == "t"
     assert team_row["gpus_in_use"] == 2 and team_row["queued_jobs"] == 2
