@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from trainlib.checkpoint import save_weights
+from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.components.inits_base import InitContext, apply_init
@@ -25,6 +27,7 @@ from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
+from trainlib.precision import Precision
 from trainlib.registries import DATASETS, LOSSES, MODELS
 from trainlib.regularizers.base import SetupContext
 from trainlib.regularizers.stack import RegularizerStack
@@ -86,6 +89,8 @@ def train(
     data: DataBundle = DATASETS.build(spec.data, seed=spec.seed).to(device)
     model: nn.Module = MODELS.build(spec.model, data.info)
     init = apply_init(spec.init, model, InitContext.from_data(data, resolve_job))
+    if spec.train.quantization is not None:
+        apply_bitnet(model, spec.train.quantization)
     model.to(device).train()
     n_steps = total_steps(spec, data.steps_per_epoch)
     setup = SetupContext(
@@ -111,7 +116,14 @@ def train(
     )
     loss_fn: nn.Module = LOSSES.build(spec.loss)
     batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
-    step_fn = regularizers.strategy.train_step if regularizers.strategy else train_step
+    precision = Precision(spec.train.precision, device)  # its scaler's state is checkpointed
+    pruning = spec.train.pruning
+    pruner = build_pruner(pruning, model, n_steps) if pruning is not None else None
+    step_fn = (
+        regularizers.strategy.train_step
+        if regularizers.strategy
+        else partial(train_step, scaler=precision.scaler)
+    )
     digest = spec_hash(resolve(spec))
     cfg = spec.train
 
@@ -149,8 +161,11 @@ def train(
             compute_loss = regularizers.loss_closure(loss_fn, model, x, indices, step)
         else:
             compute_loss = loss_fn
-        loss, logits = step_fn(model, optimizer, x, y, compute_loss)
+        with precision.autocast():
+            loss, logits = step_fn(model, optimizer, x, y, compute_loss)
         regularizers.after_step(model, optimizer, step)
+        if pruner is not None:
+            pruner.after_step(step + 1)
         lr_used = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
         step += 1
@@ -166,11 +181,13 @@ def train(
                 raise Diverged(step, mean_loss)
             points.update(loss=mean_loss, accuracy=correct.item() / seen, lr=lr_used)
             points.update(regularizers.metrics())
+            if pruner is not None:
+                points["sparsity"] = pruner.sparsity()
             loss_sum.zero_()
             correct.zero_()
             seen = since_log = 0
         if step % cfg.eval_every == 0 or step == n_steps:
-            with evaluation_weights(optimizer):
+            with evaluation_weights(optimizer), precision.autocast():
                 points.update(evaluate(model, loss_fn, data))
             regularizers.refresh_batchnorm(train_inputs)
             for label, averaged in regularizers.evaluation_models().items():

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 import trainlib.components  # noqa: F401  (registers the built-in components)
+from trainlib.compression import BitNetSettings, PruningSettings
 from trainlib.components.schedules_runtime import BatchScaling
 from trainlib.components.schedules_runtime import BatchScaling
 from trainlib.registries import (
@@ -73,7 +74,15 @@ class TrainSettings(_Strict):
     keep_checkpoints: int = Field(
         3, ge=1, le=1000, description="full-state checkpoints kept: the last N and the best"
     )
-    precision: Literal["fp32"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16: autocast; fp16: autocast with a gradient scaler"
+    )
+    quantization: BitNetSettings | None = Field(
+        None, description="quantization-aware training, e.g. {name: bitnet158}"
+    )
+    pruning: PruningSettings | None = Field(
+        None, description="{name: magnitude} (gradual) or {name: n_m, n: 2, m: 4}"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scale_lr_with_batch: BatchScaling | None = Field(
         None, description="{rule: linear|sqrt, base_batch_size: 256}: lr x B/B0 or sqrt(B/B0)"
@@ -151,6 +160,10 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"{' and '.join(strategies)} are both step strategies (each owns the forward and "
                 "backward passes); keep one"
+            )
+        if strategies and self.train.precision == "fp16":
+            raise ValueError(
+                f"fp16 loss scaling needs the plain step, not {strategies[0]}; use bf16"
             )
         soft = [r.name for r in self.regularizers if getattr(r, "soft_targets", False)]
         if soft and not getattr(self.loss, "soft_targets", True):
