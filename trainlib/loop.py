@@ -21,8 +21,6 @@ from trainlib.checkpoint import save_weights
 from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
-from trainlib.components.inits_base import InitContext, apply_init
-from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
 from trainlib.optim.base import innermost

@@ -21,7 +21,6 @@ from pydantic import (
 import trainlib.components  # noqa: F401  (registers the built-in components)
 from trainlib.compression import BitNetSettings, PruningSettings
 from trainlib.components.schedules_runtime import BatchScaling
-from trainlib.components.schedules_runtime import BatchScaling
 from trainlib.registries import (
     DATASETS,
     INITS,
