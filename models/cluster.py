@@ -27,6 +27,7 @@ class Worker(Base):
     host: Mapped[str] = mapped_column(String(200))
     gpus: Mapped[list[Any]] = mapped_column(JsonType, default=list, comment="GPU indices")
     slots: Mapped[int] = mapped_column(Integer, comment="jobs it runs at once")
+    pool: Mapped[str] = mapped_column(String(200), comment="the cluster it serves (task queue)")
     queue: Mapped[str] = mapped_column(String(200), comment="its own Celery queue")
     started_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -87,6 +87,9 @@ class Job(Base):
     sweep_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
     gpus: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pool: Mapped[str] = mapped_column(
+        String(200), default="regimen", server_default="regimen", comment="workers that may run it"
+    )
     worker_id: Mapped[str | None] = mapped_column(String(200), comment="where it runs or ran")
     dispatched_at: Mapped[datetime | None] = mapped_column(
         Timestamp, comment="when its task was last sent to the broker"

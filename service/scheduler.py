@@ -78,7 +78,7 @@ def register_worker(
     host: str,
     gpus: Sequence[int],
     slots: int,
-    queue: str,
+    pool: str,
     now: datetime,
 ) -> Worker:
     """Create or refresh the worker's row (a restarted worker keeps its id and queue)."""
@@ -89,10 +89,16 @@ def register_worker(
     worker.host = host
     worker.gpus = sorted(set(gpus))
     worker.slots = slots
-    worker.queue = queue
+    worker.pool = pool
+    worker.queue = worker_queue(pool, worker_id)
     worker.last_seen_at = now
     session.flush()
     return worker
+
+
+def worker_queue(pool: str, worker_id: str) -> str:
+    """The worker's own Celery queue: the dispatcher sends it exactly the jobs placed on it."""
+    return f"{pool}.worker.{worker_id}"
 
 
 def beat(session: Session, worker_id: str, now: datetime) -> bool:
@@ -253,12 +259,13 @@ def _rank_key(
     )
 
 
-def _waiting(session: Session) -> list[Job]:
-    """Queued jobs not yet placed."""
+def _waiting(session: Session, pool: str) -> list[Job]:
+    """The pool's queued jobs not yet placed."""
     return list(
         session.scalars(
             select(Job).where(
                 Job.status == JobStatus.QUEUED,
+                Job.pool == pool,
                 ~select(Placement.job_id).where(Placement.job_id == Job.id).exists(),
             )
         )
@@ -325,14 +332,21 @@ def release_stale(session: Session, now: datetime, policy: Policy) -> None:
             )
 
 
-def dispatch(session: Session, now: datetime, policy: Policy) -> list[Decision]:
-    """Place every queued job that can run now; the caller sends each to its worker's queue."""
+def _live_workers(session: Session, pool: str, now: datetime, policy: Policy) -> list[Worker]:
+    workers = session.scalars(select(Worker).where(Worker.pool == pool))
+    return [w for w in workers if is_live(w, now, policy)]
+
+
+def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list[Decision]:
+    """Place every queued job of the pool that can run now on one of the pool's live workers.
+
+    The caller commits, then sends each decision to its worker's own queue.
+    """
     _take_turn(session)
     release_stale(session, now, policy)
-    live = [w for w in session.scalars(select(Worker)) if is_live(w, now, policy)]
-    capacities = _capacities(session, live)
+    capacities = _capacities(session, _live_workers(session, pool, now, policy))
     teams = _team_states(session, now, policy)
-    waiting = _waiting(session)
+    waiting = _waiting(session, pool)
     decisions: list[Decision] = []
     while waiting and any(c.free_slots for c in capacities):
         waiting.sort(key=lambda j: _rank_key(j, teams, now, policy))
@@ -379,13 +393,13 @@ def why_pending(session: Session, job: Job, now: datetime, policy: Policy) -> di
             ],
         }
     teams = _team_states(session, now, policy)
-    waiting = sorted(_waiting(session), key=lambda j: _rank_key(j, teams, now, policy))
+    waiting = sorted(_waiting(session, job.pool), key=lambda j: _rank_key(j, teams, now, policy))
     position = next(i for i, j in enumerate(waiting) if j.id == job.id)
     reasons: list[str] = []
     quota = teams[job.team_id].over_quota(job.gpus)
     if quota:
         reasons.append(quota)
-    live = [w for w in session.scalars(select(Worker)) if is_live(w, now, policy)]
+    live = _live_workers(session, job.pool, now, policy)
     if not live:
         reasons.append("no worker is running")
     elif not any(c.fits(job.gpus) for c in _capacities(session, live)):
@@ -442,7 +456,7 @@ def cluster_view(
             {
                 "id": worker.id,
                 "host": worker.host,
-                "queue": worker.queue,
+                "pool": worker.pool,
                 "live": is_live(worker, now, policy),
                 "last_seen_at": worker.last_seen_at.isoformat(),
                 "slots": worker.slots,

@@ -29,6 +29,12 @@ def upgrade() -> None:
             comment="GPU indices",
         ),
         sa.Column("slots", sa.Integer(), nullable=False, comment="jobs it runs at once"),
+        sa.Column(
+            "pool",
+            sa.String(length=200),
+            nullable=False,
+            comment="the cluster it serves (task queue)",
+        ),
         sa.Column("queue", sa.String(length=200), nullable=False, comment="its own Celery queue"),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
@@ -97,6 +103,15 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(
+            sa.Column(
+                "pool",
+                sa.String(length=200),
+                server_default="regimen",
+                nullable=False,
+                comment="workers that may run it",
+            )
+        )
+        batch.add_column(
             sa.Column("priority", sa.String(length=8), server_default="normal", nullable=False)
         )
     with op.batch_alter_table("jobs") as batch:
@@ -116,6 +131,7 @@ def downgrade() -> None:
         batch.drop_column("gpus")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("priority")
+        batch.drop_column("pool")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_column("max_priority")
     op.drop_table("placements")

@@ -83,11 +83,17 @@ def test_cluster_routes_need_a_key(client: TestClient) -> None:
 
 
 def test_gpus_beyond_every_worker_are_refused_with_the_largest(
-    client: TestClient, factory: SessionFactory
+    client: TestClient, factory: SessionFactory, cluster_settings: Settings
 ) -> None:
     with transaction(factory) as session:
         register_worker(
-            session, "node-1", host="n1", gpus=[0, 1], slots=2, queue="q.node-1", now=utcnow()
+            session,
+            "node-1",
+            host="n1",
+            gpus=[0, 1],
+            slots=2,
+            pool=cluster_settings.task_queue,
+            now=utcnow(),
         )
     headers = new_key(factory, "big-asks")
     response = client.post("/v1/jobs", json=spec(gpus=4), headers=headers)
@@ -139,18 +145,26 @@ def test_over_max_queued_is_429_and_a_pending_job_says_why(
 
 
 def test_a_team_sees_only_its_own_jobs_on_the_workers(
-    client: TestClient, factory: SessionFactory
+    client: TestClient, factory: SessionFactory, cluster_settings: Settings
 ) -> None:
     with transaction(factory) as session:
         now = utcnow()
-        register_worker(session, "node-9", host="n9", gpus=[7], slots=1, queue="q9", now=now)
+        register_worker(
+            session,
+            "node-9",
+            host="n9",
+            gpus=[7],
+            slots=1,
+            pool=cluster_settings.task_queue,
+            now=now,
+        )
         get_or_create_team(session, "owner")
     owner, other = new_key(factory, "owner"), new_key(factory, "other")
     with transaction(factory) as session:  # earlier tests' queued jobs would compete for node-9
         session.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))
     job_id = client.post("/v1/jobs", json=spec(gpus=1), headers=owner).json()["id"]
     with transaction(factory) as session:
-        placed = dispatch(session, utcnow(), Policy())
+        placed = dispatch(session, utcnow(), Policy(), cluster_settings.task_queue)
     assert [(str(d.job_id), d.worker_id, d.gpus) for d in placed] == [(job_id, "node-9", (7,))]
 
     def node9(headers: dict[str, str]) -> dict[str, Any]:

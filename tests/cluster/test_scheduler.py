@@ -76,7 +76,7 @@ def add_worker(session: Session, name: str, gpus: list[int], now: datetime, slot
         host="node-a",
         gpus=gpus,
         slots=slots or max(1, len(gpus)),
-        queue=f"regimen.{name}",
+        pool="regimen",
         now=now,
     )
 
@@ -102,7 +102,7 @@ def test_jobs_land_on_workers_with_enough_free_gpus(factory: SessionFactory) -> 
         four = submit(s, "t", gpus=4, at=now)
         two = submit(s, "t", gpus=2, at=now + timedelta(seconds=1))
         one = submit(s, "t", gpus=1, at=now + timedelta(seconds=2))
-        decisions = {d.job_id: d for d in dispatch(s, now, POLICY)}
+        decisions = {d.job_id: d for d in dispatch(s, now, POLICY, "regimen")}
     assert decisions[four.id].worker_id == "big" and decisions[four.id].gpus == (0, 1, 2, 3)
     # The big worker is full: the 2-GPU job waits; the 1-GPU job takes a small worker.
     assert two.id not in decisions
@@ -113,7 +113,7 @@ def test_jobs_land_on_workers_with_enough_free_gpus(factory: SessionFactory) -> 
         assert why_pending(s, job, now, POLICY)["waiting_for"][0] == "no worker with 2 free GPUs"
         # The 4-GPU job ends: the 2-GPU job gets two GPUs of the big worker.
         end(s, four.id, now)
-        again = dispatch(s, now, POLICY)
+        again = dispatch(s, now, POLICY, "regimen")
     assert [(d.job_id, d.worker_id, d.gpus) for d in again] == [(two.id, "big", (0, 1))]
 
 
@@ -123,7 +123,7 @@ def test_best_fit_keeps_the_big_worker_for_big_jobs(factory: SessionFactory) -> 
         add_worker(s, "big", [0, 1, 2, 3], now)
         add_worker(s, "small", [0], now)
         one = submit(s, "t", gpus=1, at=now)
-        decisions = dispatch(s, now, POLICY)
+        decisions = dispatch(s, now, POLICY, "regimen")
     assert [(d.job_id, d.worker_id) for d in decisions] == [(one.id, "small")]
 
 
@@ -132,7 +132,7 @@ def test_cpu_jobs_take_slots(factory: SessionFactory) -> None:
     with transaction(factory) as s:
         add_worker(s, "cpu", [], now, slots=2)
         jobs = [submit(s, "t", gpus=0, at=now + timedelta(seconds=i)) for i in range(3)]
-        decisions = dispatch(s, now, POLICY)
+        decisions = dispatch(s, now, POLICY, "regimen")
         assert [d.job_id for d in decisions] == [jobs[0].id, jobs[1].id]
         assert sorted(d.slot for d in decisions) == [0, 1]
         waiting = s.get(Job, jobs[2].id)
@@ -169,14 +169,14 @@ def test_over_max_running_waits_and_says_so(factory: SessionFactory) -> None:
         set_quota(s, team, max_running_jobs=1, max_gpus=None, max_queued_jobs=None, weight=None)
         first = submit(s, "t", at=now)
         second = submit(s, "t", at=now + timedelta(seconds=1))
-        assert [d.job_id for d in dispatch(s, now, POLICY)] == [first.id]
+        assert [d.job_id for d in dispatch(s, now, POLICY, "regimen")] == [first.id]
         waiting = s.get(Job, second.id)
         assert waiting is not None
         reasons = why_pending(s, waiting, now, POLICY)["waiting_for"]
         assert reasons == ["team quota reached: 1 of 1 running jobs (max_running_jobs)"]
         set_quota(s, team, max_running_jobs=None, max_gpus=2, max_queued_jobs=None, weight=None)
         big = submit(s, "t", gpus=2, at=now + timedelta(seconds=2))
-        decided = [d.job_id for d in dispatch(s, now, POLICY)]
+        decided = [d.job_id for d in dispatch(s, now, POLICY, "regimen")]
         assert decided == [second.id]  # 1 + 1 GPUs fit the limit of 2; the 2-GPU job does not
         pending = s.get(Job, big.id)
         assert pending is not None
@@ -195,7 +195,7 @@ def test_priority_then_starvation_promotion(factory: SessionFactory) -> None:
         high = submit(s, "c", priority="high", at=now)
         order = []
         for _ in range(3):
-            (decision,) = dispatch(s, now, POLICY)
+            (decision,) = dispatch(s, now, POLICY, "regimen")
             order.append(decision.job_id)
             end(s, decision.job_id, now)
     assert order == [high.id, normal.id, low_old.id]
@@ -207,7 +207,7 @@ def test_priority_then_starvation_promotion(factory: SessionFactory) -> None:
         job = s.get(Job, starving.id)
         assert job is not None
         assert why_pending(s, job, now, POLICY)["position"] == 1
-        (decision,) = dispatch(s, now, POLICY)
+        (decision,) = dispatch(s, now, POLICY, "regimen")
     assert decision.job_id == starving.id and fresh.id != starving.id
 
 
@@ -236,7 +236,7 @@ def test_fair_share_interleaves_and_balances_gpu_seconds(factory: SessionFactory
                     del running[job_id]
             for worker in ("w0", "w1"):
                 add_worker(s, worker, [int(worker[1])], now)
-            for d in dispatch(s, now, POLICY):
+            for d in dispatch(s, now, POLICY, "regimen"):
                 start(s, d.job_id, now)
                 running[d.job_id] = now + timedelta(seconds=10)
                 started.append(d.job_id)
@@ -271,7 +271,7 @@ def test_concurrent_dispatch_never_double_books(factory: SessionFactory) -> None
     def pass_() -> None:
         barrier.wait()
         with transaction(factory) as s:
-            results.append(len(dispatch(s, utcnow(), POLICY)))
+            results.append(len(dispatch(s, utcnow(), POLICY, "regimen")))
 
     threads = [threading.Thread(target=pass_) for _ in range(4)]
     for t in threads:
@@ -307,7 +307,7 @@ def test_cluster_view_shows_workers_jobs_and_quotas(factory: SessionFactory) -> 
         set_quota(s, team, max_running_jobs=3, max_gpus=2, max_queued_jobs=10, weight=2.0)
         job = submit(s, "t", gpus=2, at=now)
         submit(s, "t", gpus=1, at=now + timedelta(seconds=1))
-        dispatch(s, now, POLICY)
+        dispatch(s, now, POLICY, "regimen")
         view = cluster_view(s, now, POLICY)
         assert s.get(TeamQuota, team.id) is not None
     workers = {w["id"]: w for w in view["workers"]}
