@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models import Job
+from service.datasets import dataset_problems
 from service.storage import ArtifactStore
 from trainlib.spec import SpecError
 
@@ -41,6 +42,7 @@ def check_references(
         problem = _problem(session, team_id, ref, store, resolved)
         if problem:
             errors.append({"path": path, "message": problem})
+    errors += dataset_problems(session, team_id, resolved)
     if errors:
         raise SpecError(errors)
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from trainlib.checkpoint import save_weights
+from trainlib.components.datasets_upload import DatasetResolver, load_data
 from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
@@ -26,7 +27,7 @@ from trainlib.errors import Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
 from trainlib.precision import Precision
-from trainlib.registries import DATASETS, LOSSES, MODELS
+from trainlib.registries import LOSSES, MODELS
 from trainlib.regularizers.base import SetupContext
 from trainlib.regularizers.stack import RegularizerStack
 from trainlib.sink import Metric, NullSink, Sink
@@ -74,6 +75,7 @@ def train(
     out_dir: Path | None = None,
     device: torch.device | None = None,
     resolve_job: Callable[[str], tuple[dict[str, Any], Path]] | None = None,
+    resolve_dataset: DatasetResolver | None = None,
 ) -> TrainResult:
     """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir.
 
@@ -84,7 +86,7 @@ def train(
     device = device or pick_device(spec.train.device)
     torch.manual_seed(spec.seed)
 
-    data: DataBundle = DATASETS.build(spec.data, seed=spec.seed).to(device)
+    data: DataBundle = load_data(spec.data, spec.seed, resolve_dataset).to(device)
     model: nn.Module = MODELS.build(spec.model, data.info)
     init = apply_init(spec.init, model, InitContext.from_data(data, resolve_job))
     if spec.train.quantization is not None:

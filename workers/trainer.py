@@ -17,6 +17,7 @@ from types import FrameType
 import torch
 
 from models import Job
+from service.datasets import dataset_resolver
 from service.db import make_engine, make_session_factory
 from service.references import resolver
 from service.settings import Settings
@@ -55,6 +56,7 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
             sink,
             out_dir=store.job_dir(job_id),
             resolve_job=resolver(factory, team_id, store),
+            resolve_dataset=dataset_resolver(factory, team_id, store),
         )
         outcome = Outcome(done.status, step=done.step)
     except LeaseLost as exc:

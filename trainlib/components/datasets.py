@@ -15,6 +15,7 @@ from trainlib.components import (  # noqa: F401
     datasets_synthetic,
     datasets_tasks,
     datasets_text,
+    datasets_upload,
 )
 from trainlib.components.datasets_common import (
     ClassificationSettings,
