@@ -20,6 +20,7 @@ from pathlib import Path
 from models import Job
 from service.db import SessionFactory, transaction
 from service.jobs import claim_job, finish_job, renew_lease
+from service.logging import bind
 from service.settings import Settings
 from service.states import FailureReason, JobStatus
 from service.storage import ArtifactStore
@@ -53,6 +54,7 @@ class Supervisor:
         if attempt is None:
             log.info("job %s is not queued (claimed, finished or unknown): nothing to do", job_id)
             return "skipped"
+        bind(attempt=attempt)  # the task set job_id; lines from here on carry both
         log.info("job %s attempt %d: starting trainer", job_id, attempt)
         try:
             return self._supervise(job_id, attempt, float(max_runtime))

@@ -17,8 +17,8 @@ from types import FrameType
 import torch
 
 from models import Job
-from service.datasets import dataset_resolver
 from service.db import make_engine, make_session_factory
+from service.logging import bind, configure_logging
 from service.references import resolver
 from service.settings import Settings
 from service.storage import ArtifactStore
@@ -56,7 +56,6 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
             sink,
             out_dir=store.job_dir(job_id),
             resolve_job=resolver(factory, team_id, store),
-            resolve_dataset=dataset_resolver(factory, team_id, store),
         )
         outcome = Outcome(done.status, step=done.step)
     except LeaseLost as exc:
@@ -81,8 +80,9 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job_id, attempt, owner, result = argv
+    configure_logging(Settings())
+    bind(job_id=job_id, attempt=int(attempt))  # on every line this process logs
     return run(uuid.UUID(job_id), int(attempt), owner, Path(result))
 
 
