@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from models import Job
 
@@ -45,10 +45,18 @@ class JobSummary(BaseModel):
 class JobDetail(JobSummary):
     spec: dict[str, Any]
     resolved_spec: dict[str, Any]
+    parent_job_id: uuid.UUID | None = None
+    forked_from: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobDetail:
-        return cls(**_summary_fields(job), spec=job.spec, resolved_spec=job.resolved_spec)
+        return cls(
+            **_summary_fields(job),
+            spec=job.spec,
+            resolved_spec=job.resolved_spec,
+            parent_job_id=job.parent_job_id,
+            forked_from=job.forked_from,
+        )
 
 
 def _summary_fields(job: Job) -> dict[str, Any]:
@@ -114,3 +122,21 @@ class ArtifactOut(BaseModel):
     name: str
     size_bytes: int
     modified_at: float
+
+
+class CheckpointOut(BaseModel):
+    name: str
+    attempt: int
+    step: int
+    size_bytes: int
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class ForkIn(BaseModel):
+    """`checkpoint`: a name from /checkpoints (the latest by default); `changes`: dotted paths."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(None, max_length=200)
+    changes: dict[str, Any] = Field(default_factory=dict)

@@ -194,6 +194,57 @@ def _fenced(job_id: uuid.UUID, attempt: int, owner: str) -> Any:
     )
 
 
+def lock_attempt(session: Session, job_id: uuid.UUID, attempt: int, owner: str) -> Job | None:
+    """The job row, locked until commit, if this attempt is still current; else None.
+
+    Holding the row lock while publishing a checkpoint keeps the reaper from requeueing the job
+    halfway: a stale attempt's files are never registered.
+    """
+    return session.scalar(select(Job).where(_fenced(job_id, attempt, owner)).with_for_update())
+
+
+def requeue_attempt(
+    session: Session, job_id: uuid.UUID, attempt: int, owner: str, reason: str, message: str
+) -> bool:
+    """End the current attempt after an infrastructure failure: back to queued for a retry.
+
+    The caller checks attempts are left (the reaper does; a worker reporting a lost broker or
+    database connection uses `retry_or_fail`).
+    """
+    now = utcnow()
+    done = session.execute(
+        update(Job)
+        .where(_fenced(job_id, attempt, owner))
+        .values(
+            status=JobStatus.QUEUED,
+            lease_owner=None,
+            lease_expires_at=None,
+            dispatched_at=None,  # the dispatcher sends it again at once
+            updated_at=now,
+        )
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if done is None:
+        return False
+    add_event(session, job_id, attempt, "status", JobStatus.QUEUED, reason=reason, message=message)
+    return True
+
+
+def retry_or_fail(
+    session: Session, job_id: uuid.UUID, attempt: int, owner: str, reason: str, message: str
+) -> JobStatus | None:
+    """An infrastructure failure: requeue if attempts are left, else fail with `reason`."""
+    job = lock_attempt(session, job_id, attempt, owner)
+    if job is None:
+        return None
+    if job.attempt < job.max_attempts:
+        requeue_attempt(session, job_id, attempt, owner, reason, message)
+        return JobStatus.QUEUED
+    spent = f"{message} (attempt {attempt} of {job.max_attempts}: no attempts left)"
+    finish_job(session, job_id, attempt, owner, JobStatus.FAILED, reason=reason, message=spent)
+    return JobStatus.FAILED
+
+
 def renew_lease(
     session: Session, job_id: uuid.UUID, attempt: int, owner: str, lease_seconds: float
 ) -> bool | None:
@@ -218,7 +269,7 @@ def record_progress(
     latest: dict[str, float],
 ) -> bool:
     """Progress and latest metrics of the current attempt; False if this attempt is stale."""
-    job = session.scalar(select(Job).where(_fenced(job_id, attempt, owner)).with_for_update())
+    job = lock_attempt(session, job_id, attempt, owner)
     if job is None:
         return False
     job.progress_step = step

@@ -51,4 +51,9 @@ class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     DATA_ERROR = "data_error"
     WORKER_LOST = "worker_lost"
+    INFRASTRUCTURE = "infrastructure"  # the broker or the database connection was lost
     INTERNAL_ERROR = "internal_error"
+
+
+# Failures of the platform, not of the job: retried while attempts are left.
+RETRYABLE = frozenset({FailureReason.WORKER_LOST, FailureReason.INFRASTRUCTURE})

@@ -1,4 +1,4 @@
-"""What one worker process holds for its lifetime: settings, engine, supervisor."""
+"""What one worker process holds for its lifetime: settings, engine, supervisor, maintenance."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from service.db import make_engine, make_session_factory
+from service.db import SessionFactory, make_engine, make_session_factory
 from service.settings import Settings
 from service.storage import ArtifactStore
 from workers.supervisor import Supervisor
@@ -16,6 +16,7 @@ from workers.supervisor import Supervisor
 @dataclass(frozen=True)
 class WorkerContext:
     settings: Settings
+    factory: SessionFactory
     supervisor: Supervisor
 
 
@@ -25,4 +26,4 @@ def worker_context() -> WorkerContext:
     owner = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
     factory = make_session_factory(make_engine(settings))
     store = ArtifactStore(settings.resolved_artifact_dir)
-    return WorkerContext(settings, Supervisor(settings, factory, store, owner))
+    return WorkerContext(settings, factory, Supervisor(settings, factory, store, owner))

@@ -2,6 +2,8 @@
 
 Never `revoke(terminate=True)`: a cancel is a flag in the database that the heartbeat sees; the
 trainer gets SIGTERM (checkpoint and stop at the next step), then SIGKILL after a grace period.
+The heartbeat survives a short database outage: the trainer is killed only once the lease has
+really run out (another worker may then own the job).
 """
 
 from __future__ import annotations
@@ -14,20 +16,26 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
 
 from models import Job
 from service.db import SessionFactory, transaction
-from service.jobs import claim_job, finish_job, renew_lease
+from service.jobs import claim_job, finish_job, renew_lease, retry_or_fail
 from service.logging import bind
+from service.outages import is_connection_error
 from service.settings import Settings
-from service.states import FailureReason, JobStatus
+from service.states import RETRYABLE, FailureReason, JobStatus
 from service.storage import ArtifactStore
 from workers.outcome import LEASE_LOST_EXIT, Outcome
 
 log = logging.getLogger("regimen.supervisor")
 POLL_SECONDS = 0.2
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Supervisor:
             return self._supervise(job_id, attempt, float(max_runtime))
         except Exception as exc:  # the supervisor itself failed: record it, never lose the job
             log.exception("supervising job %s failed", job_id)
+            if is_connection_error(exc):
+                return self._retry(job_id, attempt, f"database connection lost: {exc}")
             self._finish(job_id, attempt, JobStatus.FAILED, "internal_error", repr(exc))
             return "failed"
 
@@ -84,23 +94,44 @@ class Supervisor:
                 start_new_session=True,  # its own process group: signals never reach the worker
                 env=os.environ.copy(),
             )
-            watch = self._watch(proc, job_id, attempt, max_runtime)
+            try:
+                watch = self._watch(proc, job_id, attempt, max_runtime)
+            finally:  # whatever happens to the supervisor, no trainer outlives it
+                if proc.poll() is None:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
         return self._record(job_id, attempt, proc.returncode, result, watch)
+
+    def _beat(self, job_id: uuid.UUID, attempt: int) -> bool | None:
+        with transaction(self.factory) as session:
+            return renew_lease(session, job_id, attempt, self.owner, self.settings.lease_seconds)
 
     def _watch(
         self, proc: subprocess.Popen[bytes], job_id: uuid.UUID, attempt: int, max_runtime: float
     ) -> _Watch:
         watch = _Watch()
-        started = last_beat = time.monotonic()
+        started = last_beat = last_renewed = time.monotonic()
         grace = self.settings.cancel_grace_seconds
+        # Beat often enough to see a cancel quickly; the lease is renewed on every beat.
+        every = min(self.settings.heartbeat_seconds, self.settings.cancel_poll_seconds)
         while proc.poll() is None:
             now = time.monotonic()
-            if now - last_beat >= self.settings.heartbeat_seconds:
+            if now - last_beat >= every:
                 last_beat = now
-                with transaction(self.factory) as session:
-                    cancel = renew_lease(
-                        session, job_id, attempt, self.owner, self.settings.lease_seconds
-                    )
+                try:
+                    cancel = self._beat(job_id, attempt)
+                except Exception as exc:
+                    if not is_connection_error(exc):
+                        raise
+                    cancel = False
+                    # Keep training through a short outage, but never past our own lease.
+                    if now - last_renewed > self.settings.lease_seconds:
+                        cancel = None
+                    else:
+                        log.warning("job %s: heartbeat failed (%s); retrying", job_id, exc)
+                else:
+                    if cancel is not None:
+                        last_renewed = now
                 if cancel is None:
                     watch.lease_lost = True
                     _signal_group(proc, signal.SIGKILL)
@@ -142,7 +173,21 @@ class Supervisor:
             return self._finish(job_id, attempt, JobStatus.SUCCEEDED, None, None)
         if outcome.status == "stopped":
             return self._finish(job_id, attempt, JobStatus.CANCELLED, None, "cancelled by request")
+        if outcome.reason in RETRYABLE:
+            return self._retry(job_id, attempt, outcome.message or str(outcome.reason))
         return self._finish(job_id, attempt, JobStatus.FAILED, outcome.reason, outcome.message)
+
+    def _retry(self, job_id: uuid.UUID, attempt: int, message: str) -> str:
+        """An infrastructure failure: requeue (the dispatcher resends it) or fail if spent."""
+
+        def write(session: Session) -> JobStatus | None:
+            return retry_or_fail(
+                session, job_id, attempt, self.owner, FailureReason.INFRASTRUCTURE, message
+            )
+
+        status = self._with_retries(write)
+        log.warning("job %s attempt %d: %s -> %s", job_id, attempt, message, status)
+        return str(status or "lease_lost")
 
     def _finish(
         self,
@@ -152,10 +197,29 @@ class Supervisor:
         reason: str | None,
         message: str | None,
     ) -> str:
-        with transaction(self.factory) as session:
-            finish_job(session, job_id, attempt, self.owner, status, reason=reason, message=message)
+        def write(session: Session) -> bool:
+            return finish_job(
+                session, job_id, attempt, self.owner, status, reason=reason, message=message
+            )
+
+        self._with_retries(write)
         log.info("job %s attempt %d: %s %s", job_id, attempt, status, reason or "")
         return str(status)
+
+    def _with_retries(self, write: Callable[[Session], T]) -> T:
+        """Run `write` in a transaction, retrying through a database outage (bounded)."""
+        deadline = time.monotonic() + self.settings.db_retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                with transaction(self.factory) as session:
+                    return write(session)
+            except Exception as exc:
+                if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -1,7 +1,9 @@
 """The trainer process: `python -m workers.trainer JOB_ID ATTEMPT OWNER RESULT_FILE`.
 
 Runs in its own process group, so the supervisor can stop it (SIGTERM: checkpoint and stop at
-the next step; SIGKILL after a grace period) without touching the worker.
+the next step; SIGKILL after a grace period) without touching the worker. It writes in its
+attempt's own folder, resumes from the job's latest registered checkpoint (a retried attempt) or
+from the parent's (a fork), and publishes through the fenced DatabaseSink.
 """
 
 from __future__ import annotations
@@ -13,29 +15,66 @@ import traceback
 import uuid
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import torch
 
 from models import Job
-from service.db import make_engine, make_session_factory
+from service.checkpoints import attempt_dir, find_checkpoint, is_state_file
+from service.datasets import dataset_resolver
+from service.db import SessionFactory, make_engine, make_session_factory
 from service.logging import bind, configure_logging
+from service.outages import is_connection_error
 from service.references import resolver
 from service.settings import Settings
+from service.states import FailureReason
 from service.storage import ArtifactStore
-from service.training_sink import DatabaseSink, LeaseLost
+from service.training_sink import DatabaseSink, DatabaseUnavailable, LeaseLost
 from trainlib.errors import TrainingError
 from trainlib.loop import train
-from trainlib.spec import parse_spec
+from trainlib.spec import JobSpec, parse_spec
 from workers.outcome import LEASE_LOST_EXIT, Outcome
 
 log = logging.getLogger("regimen.trainer")
+
+
+def start_point(
+    factory: SessionFactory, store: ArtifactStore, job: Job
+) -> tuple[Path | None, str | None]:
+    """The checkpoint to resume from and why: this job's latest, else the fork source."""
+    with factory() as session:
+        own = find_checkpoint(session, job.id, None)
+        if own is not None:
+            return store.path(job.id, own.name), f"resuming from {own.name} (step {own.step})"
+        if job.parent_job_id is not None and job.forked_from:
+            path = store.path(job.parent_job_id, job.forked_from)
+            return path, f"forked from {job.parent_job_id}/{job.forked_from}"
+    return None, None
+
+
+def out_of_memory(spec: JobSpec) -> Outcome:
+    batch = getattr(spec.data, "batch_size", "?")
+    return Outcome(
+        "failed",
+        reason=FailureReason.OUT_OF_MEMORY,
+        message=f"out of memory at batch size {batch}; lower data.batch_size or the model's width",
+    )
 
 
 def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
     settings = Settings()
     engine = make_engine(settings)
     factory = make_session_factory(engine)
-    sink = DatabaseSink(factory, job_id, attempt, owner)
+    store = ArtifactStore(settings.resolved_artifact_dir)
+    sink = DatabaseSink(
+        factory,
+        job_id,
+        attempt,
+        owner,
+        store=store,
+        keep_checkpoints=settings.keep_checkpoints,
+        retry_seconds=settings.db_retry_seconds,
+    )
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
         sink.stop_requested.set()
@@ -46,35 +85,47 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
         if job is None:
             Outcome("failed", reason="internal_error", message="job not found").write(result)
             return 0
-        resolved = job.resolved_spec
         team_id = job.team_id
-    spec = parse_spec(resolved)
-    store = ArtifactStore(settings.resolved_artifact_dir)
+    spec = parse_spec(job.resolved_spec)
+    out_dir = attempt_dir(store, job_id, attempt)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume, why = start_point(factory, store, job)
+    # Until trainlib's train() takes resume_from everywhere, a first run passes nothing.
+    extra: dict[str, Any] = {"resume_from": resume} if resume is not None else {}
+    if why:
+        log.info("job %s attempt %d: %s", job_id, attempt, why)
     try:
         done = train(
             spec,
             sink,
-            out_dir=store.job_dir(job_id),
+            out_dir=out_dir,
             resolve_job=resolver(factory, team_id, store),
+            resolve_dataset=dataset_resolver(factory, team_id, store),
+            **extra,
         )
+        weights = [p for p in sorted(out_dir.glob("*.safetensors")) if not is_state_file(p.name)]
+        sink.close(extra_files=weights)
         outcome = Outcome(done.status, step=done.step)
     except LeaseLost as exc:
         log.warning("%s", exc)
         return LEASE_LOST_EXIT
     except TrainingError as exc:
         outcome = Outcome("failed", reason=exc.reason, message=str(exc))
-    except torch.cuda.OutOfMemoryError:
-        outcome = Outcome(
-            "failed",
-            reason="out_of_memory",
-            message=f"out of GPU memory at batch size {getattr(spec.data, 'batch_size', '?')}; "
-            "lower data.batch_size or the model's width",
-        )
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        outcome = out_of_memory(spec)
+    except DatabaseUnavailable as exc:
+        outcome = Outcome("failed", reason=FailureReason.INFRASTRUCTURE, message=str(exc))
     except Exception as exc:
         traceback.print_exc()
-        outcome = Outcome("failed", reason="internal_error", message=f"{type(exc).__name__}: {exc}")
-    finally:
-        engine.dispose()
+        reason = FailureReason.INFRASTRUCTURE if is_connection_error(exc) else "internal_error"
+        outcome = Outcome("failed", reason=reason, message=f"{type(exc).__name__}: {exc}")
+    if outcome.status == "failed":
+        # Keep every metric up to the failure (a diverged run's curve is the evidence).
+        try:
+            sink.close()
+        except (LeaseLost, DatabaseUnavailable) as exc:
+            log.warning("metrics of the failed attempt not saved: %s", exc)
+    engine.dispose()
     outcome.write(result)
     return 0
 

@@ -7,13 +7,17 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from api.body import read_document
 from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
 from api.schemas import (
     ArtifactOut,
+    CheckpointOut,
     EventOut,
+    ForkIn,
     JobDetail,
     JobPage,
     JobSummary,
@@ -21,8 +25,12 @@ from api.schemas import (
     Series,
     ValidationOut,
 )
+from models.base import utcnow
+from service import checkpoints, fork
 from service import jobs as job_service
+from service.dispatch import mark_dispatched
 from service.metrics import read_metrics
+from service.queue import JobQueue
 from service.references import check_references
 from service.states import JobStatus
 from trainlib.estimate import estimate
@@ -48,11 +56,19 @@ async def submit_job(
     )
     session.commit()
     if submitted.created:
-        queue.enqueue(submitted.job.id)  # after the commit: the database is the source of truth
+        await publish(session, queue, submitted.job.id)
     else:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
     return JobDetail.of(submitted.job)
+
+
+async def publish(session: Session, queue: JobQueue, job_id: uuid.UUID) -> None:
+    """Send a stored job to the broker. If the broker is down the job stays queued (still a 201)
+    and the dispatcher sends it later; after the commit: the database is the source of truth."""
+    if await run_in_threadpool(queue.enqueue, job_id):
+        mark_dispatched(session, [job_id], utcnow())
+        session.commit()
 
 
 @router.post("/validate", response_model=ValidationOut)
@@ -163,3 +179,35 @@ def download_artifact(
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {name!r}")
     return FileResponse(path, filename=name, media_type="application/octet-stream")
+
+
+@router.get("/{job_id}/checkpoints", response_model=list[CheckpointOut])
+def list_checkpoints(job_id: uuid.UUID, team: TeamDep, session: SessionDep) -> list[CheckpointOut]:
+    """Published full-state checkpoints, by step; download one at /artifacts/{name}."""
+    job_service.get_job(session, job_id, team.id)
+    return [
+        CheckpointOut.model_validate(c, from_attributes=True)
+        for c in checkpoints.list_checkpoints(session, job_id)
+    ]
+
+
+@router.post("/{job_id}/fork", status_code=status.HTTP_201_CREATED, response_model=JobDetail)
+async def fork_job(
+    job_id: uuid.UUID,
+    body: ForkIn,
+    team: TeamDep,
+    session: SessionDep,
+    queue: QueueDep,
+    store: StoreDep,
+) -> JobDetail:
+    """A new job from one of this job's checkpoints (the latest by default), with changes."""
+    parent = job_service.get_job(session, job_id, team.id)
+    try:
+        job = fork.fork_job(
+            session, parent=parent, checkpoint=body.checkpoint, changes=body.changes, store=store
+        )
+    except fork.ForkError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    session.commit()
+    await publish(session, queue, job.id)
+    return JobDetail.of(job)

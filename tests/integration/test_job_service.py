@@ -35,6 +35,7 @@ from service.jobs import (
 )
 from service.metrics import read_metrics, write_metrics
 from service.states import IllegalTransition, JobStatus
+from service.storage import ArtifactStore
 from service.training_sink import DatabaseSink, LeaseLost
 from trainlib.sink import Metric
 from trainlib.spec import SpecError, parse_spec, resolve, spec_hash
@@ -559,12 +560,15 @@ def test_database_sink_records_checkpoints_as_events(
     with transaction(session_factory) as session:
         attempt = claim_job(session, job_id, "w1", LEASE)
     assert attempt is not None
-    sink = DatabaseSink(session_factory, job_id, attempt, "w1")
-    sink.on_checkpoint(5, tmp_path / "step-5.safetensors")
+    store = ArtifactStore(tmp_path / "artifacts")
+    sink = DatabaseSink(session_factory, job_id, attempt, "w1", store=store)
+    state = tmp_path / "state-00000005.safetensors"
+    state.write_bytes(b"state")
+    sink.on_checkpoint(5, state)
     with session_factory() as session:
         event = list_events(session, job_id)[-1]
     assert event.kind == "checkpoint" and event.attempt == attempt
-    assert event.detail == {"step": 5, "name": "step-5.safetensors"}
+    assert event.detail == {"step": 5, "name": "state-00000005.safetensors"}
 
 
 # -------------------------------------------------------------------------------- concurrency
