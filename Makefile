@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint fmt bench bench-env clean
+.PHONY: install browser run test lint fmt bench bench-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ install: $(STAMP)
 run: install
 	$(PY) -m service.embedded --host $(HOST) --port $(PORT)
 
-test: install
+# The dashboard's browser test drives Debian's chromium through Playwright's Python package
+# (executable_path): no browser download. Installed once; a no-op when chromium is there.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq chromium \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m pytest
 
 lint: install
