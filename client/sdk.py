@@ -27,6 +27,7 @@ from client.models import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+CONNECT_RETRIES = 2
 
 
 class ApiError(RuntimeError):
@@ -116,7 +117,8 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.ConnectError:
-                if last:
+                # Refused: maybe restarting. Fewer tries than for a 503, to fail fast when down.
+                if attempt >= min(self._retries, CONNECT_RETRIES):
                     raise
                 time.sleep(self._delay(attempt, None))
                 continue
@@ -200,6 +202,8 @@ class Client:
                     else:
                         for sse in source.iter_sse():
                             failures = 0
+                            if not sse.data:
+                                continue  # a keep-alive comment (httpx-sse yields it empty)
                             event = Event(id=sse.id, event=sse.event, data=sse.json())
                             last_event_id = event.id or last_event_id
                             yield event
