@@ -30,6 +30,7 @@ from trainlib.precision import Precision
 from trainlib.registries import LOSSES, MODELS
 from trainlib.regularizers.base import SetupContext
 from trainlib.regularizers.stack import RegularizerStack
+from trainlib.scoring import count_correct, has_accuracy, loss_for_task
 from trainlib.sink import Metric, NullSink, Sink
 from trainlib.spec import JobSpec, resolve, spec_hash, total_steps
 from trainlib.step import evaluation_weights, train_step
@@ -63,9 +64,12 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, data: DataBundle) -> dict[str
         x, y = data.val_x[start : start + EVAL_CHUNK], data.val_y[start : start + EVAL_CHUNK]
         logits = model(x)
         loss_sum += loss_fn(logits, y) * len(x)
-        correct += (logits.argmax(-1) == y).sum()
+        correct += count_correct(logits, y)[0]
     model.train(was_training)
-    return {"val_loss": loss_sum.item() / n, "val_accuracy": correct.item() / n}
+    scores = {"val_loss": loss_sum.item() / n}
+    if has_accuracy(data.info):  # a sequence counts every position
+        scores["val_accuracy"] = correct.item() / data.val_y.numel()
+    return scores
 
 
 def train(
@@ -93,6 +97,11 @@ def train(
         apply_bitnet(model, spec.train.quantization)
     model.to(device).train()
     n_steps = total_steps(spec, data.steps_per_epoch)
+    if data.tasks is not None and n_steps > data.tasks.total_steps:
+        raise ValueError(
+            f"the task sequence has {data.tasks.n_tasks} tasks of {data.tasks.steps_per_task} "
+            f"steps ({data.tasks.total_steps} in all); the job asks for {n_steps} steps"
+        )
     setup = SetupContext(
         info=data.info,
         total_steps=n_steps,
@@ -114,8 +123,9 @@ def train(
         spec.train.scale_lr_with_batch,
         data.batch_size,
     )
-    loss_fn: nn.Module = LOSSES.build(spec.loss)
-    batches = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1).batches(data)
+    loss_fn: nn.Module = loss_for_task(LOSSES.build(spec.loss), data.info)
+    order = BatchOrder(len(data.train_x), data.batch_size, seed=spec.seed + 1)
+    batches = order.batches(data)
     precision = Precision(spec.train.precision, device)  # its scaler's state is checkpointed
     pruning = spec.train.pruning
     pruner = build_pruner(pruning, model, n_steps) if pruning is not None else None
@@ -133,6 +143,7 @@ def train(
     since_log = 0
     last: dict[str, float] = {}
     step = 0
+    task = 0  # a task sequence's current task: `data` holds its tensors
 
     def train_inputs() -> Iterator[torch.Tensor]:
         for i in range(0, len(data.train_x), data.batch_size):
@@ -154,6 +165,10 @@ def train(
     while step < n_steps:
         if sink.should_stop():
             return TrainResult("stopped", step, n_steps, last, save(step))
+        if data.tasks is not None and data.tasks.task_at(step) != task:
+            task = data.tasks.task_at(step)  # follows from the step, so a resume lands right
+            data = data.for_task(task)
+            batches = order.batches(data)
         x, y, indices = next(batches)
         labels = y
         if regularizers:
@@ -170,8 +185,10 @@ def train(
         scheduler.step()
         step += 1
         loss_sum += loss.detach()
-        correct += (logits.detach().argmax(-1) == labels).sum()
-        seen += len(labels)
+        if has_accuracy(data.info):
+            right, counted = count_correct(logits.detach(), labels)
+            correct += right
+            seen += counted
         since_log += 1
 
         points: dict[str, float] = {}
@@ -179,7 +196,9 @@ def train(
             mean_loss = loss_sum.item() / since_log
             if not math.isfinite(mean_loss):
                 raise Diverged(step, mean_loss)
-            points.update(loss=mean_loss, accuracy=correct.item() / seen, lr=lr_used)
+            points.update(loss=mean_loss, lr=lr_used)
+            if seen:
+                points["accuracy"] = correct.item() / seen
             points.update(regularizers.metrics())
             if pruner is not None:
                 points["sparsity"] = pruner.sparsity()
@@ -193,6 +212,11 @@ def train(
             for label, averaged in regularizers.evaluation_models().items():
                 scores = evaluate(averaged, loss_fn, data)
                 points.update({f"{label}/{k}": v for k, v in scores.items()})
+        if data.tasks is not None and (data.tasks.ends_task(step) or step == n_steps):
+            with evaluation_weights(optimizer), precision.autocast():
+                scores = evaluate(model, loss_fn, data)  # this task's validation set
+            points.update(task=task, task_loss=scores["val_loss"])
+            points["task_accuracy"] = scores["val_accuracy"]
         if points:
             now = time.time()
             sink.on_metrics([Metric(step, k, float(v), now) for k, v in points.items()])

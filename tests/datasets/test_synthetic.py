@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 
+from trainlib.data import DataBundle
 from trainlib.registries import DATASETS
 from trainlib.spec import SpecError, parse_spec
 
 
-def _all(data):  # type: ignore[no-untyped-def]
+def _all(data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([data.train_x, data.val_x]), torch.cat([data.train_y, data.val_y])
 
 
