@@ -1,7 +1,7 @@
 """The shared cluster: workers and what they hold, team quotas.
 
-A job placed on a worker holds one of its slots and, for a GPU job, specific GPU indices; the
-primary keys make double booking impossible whatever the dispatchers do concurrently.
+A job placed on a worker holds one of its slots and, for a GPU job, specific GPU indices of its
+host; the primary keys make double booking impossible whatever the dispatchers do concurrently.
 """
 
 from __future__ import annotations
@@ -49,14 +49,17 @@ class Placement(Base):
 
 
 class GpuAllocation(Base):
-    """One GPU of one worker held by one job; the key forbids giving it to two jobs."""
+    """One GPU of one host held by one job.
+
+    Keyed by the host, not the worker: two workers of a node may list the same GPU (one per GPU
+    for small jobs, one for the whole node for big ones) and still never share it.
+    """
 
     __tablename__ = "gpu_allocations"
 
-    worker_id: Mapped[str] = mapped_column(
-        ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
-    )
+    host: Mapped[str] = mapped_column(String(200), primary_key=True)
     gpu: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
 
 

@@ -289,14 +289,14 @@ def _capacities(session: Session, workers: Iterable[Worker]) -> list[_Capacity]:
     used_slots: dict[str, set[int]] = defaultdict(set)
     for worker_id, slot in session.execute(select(Placement.worker_id, Placement.slot)):
         used_slots[worker_id].add(slot)
-    used_gpus: dict[str, set[int]] = defaultdict(set)
-    for worker_id, gpu in session.execute(select(GpuAllocation.worker_id, GpuAllocation.gpu)):
-        used_gpus[worker_id].add(gpu)
+    used_gpus: dict[str, set[int]] = defaultdict(set)  # by host: workers may share GPUs
+    for host, gpu in session.execute(select(GpuAllocation.host, GpuAllocation.gpu)):
+        used_gpus[host].add(gpu)
     return [
         _Capacity(
             worker,
             [s for s in range(worker.slots) if s not in used_slots[worker.id]],
-            [g for g in worker.gpus if g not in used_gpus[worker.id]],
+            [g for g in worker.gpus if g not in used_gpus[worker.host]],
         )
         for worker in workers
     ]
@@ -359,15 +359,20 @@ def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list
                 continue
             slot = place.free_slots.pop(0)
             gpus = tuple(place.free_gpus[: job.gpus])
-            del place.free_gpus[: job.gpus]
-            session.add(Placement(job_id=job.id, worker_id=place.worker.id, slot=slot, gpus=gpus))
+            for other in capacities:  # the host's other workers lose these GPUs too
+                if other.worker.host == place.worker.host:
+                    other.free_gpus = [g for g in other.free_gpus if g not in gpus]
+            worker = place.worker
+            session.add(Placement(job_id=job.id, worker_id=worker.id, slot=slot, gpus=gpus))
             for gpu in gpus:
-                session.add(GpuAllocation(worker_id=place.worker.id, gpu=gpu, job_id=job.id))
-            job.worker_id = place.worker.id
+                session.add(
+                    GpuAllocation(host=worker.host, gpu=gpu, worker_id=worker.id, job_id=job.id)
+                )
+            job.worker_id = worker.id
             team.running_jobs += 1
             team.devices_in_use += devices(job.gpus)
             team.gpus_in_use += job.gpus
-            decisions.append(Decision(job.id, place.worker.id, place.worker.queue, slot, gpus))
+            decisions.append(Decision(job.id, worker.id, worker.queue, slot, gpus))
             waiting.remove(job)
             break  # re-rank: the team just placed now holds more
         else:

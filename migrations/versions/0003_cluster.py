@@ -54,8 +54,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "gpu_allocations",
-        sa.Column("worker_id", sa.String(length=200), nullable=False),
+        sa.Column("host", sa.String(length=200), nullable=False),
         sa.Column("gpu", sa.Integer(), nullable=False),
+        sa.Column("worker_id", sa.String(length=200), nullable=False),
         sa.Column("job_id", sa.Uuid(), nullable=False),
         sa.ForeignKeyConstraint(
             ["job_id"], ["jobs.id"], name=op.f("fk_gpu_allocations_job_id_jobs"), ondelete="CASCADE"
@@ -66,7 +67,7 @@ def upgrade() -> None:
             name=op.f("fk_gpu_allocations_worker_id_workers"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("worker_id", "gpu", name=op.f("pk_gpu_allocations")),
+        sa.PrimaryKeyConstraint("host", "gpu", name=op.f("pk_gpu_allocations")),
     )
     op.create_table(
         "placements",

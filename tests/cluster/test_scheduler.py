@@ -69,11 +69,13 @@ def submit(
     return job
 
 
-def add_worker(session: Session, name: str, gpus: list[int], now: datetime, slots: int = 0) -> None:
+def add_worker(
+    session: Session, name: str, gpus: list[int], now: datetime, slots: int = 0, host: str = ""
+) -> None:
     register_worker(
         session,
         name,
-        host="node-a",
+        host=host or f"host-{name}",
         gpus=gpus,
         slots=slots or max(1, len(gpus)),
         pool="regimen",
@@ -289,13 +291,42 @@ def test_concurrent_dispatch_never_double_books(factory: SessionFactory) -> None
 def test_the_database_refuses_a_gpu_given_twice(factory: SessionFactory) -> None:
     now = utcnow()
     with transaction(factory) as s:
-        add_worker(s, "w", [0], now)
+        add_worker(s, "w", [0], now, host="host-w")
         a, b = submit(s, "t", at=now), submit(s, "t", at=now)
         a_id, b_id = a.id, b.id
     with transaction(factory) as s:
-        s.add(GpuAllocation(worker_id="w", gpu=0, job_id=a_id))
+        add_worker(s, "w-node", [0, 1], now, host="host-w")  # the same GPU 0, by another worker
+        s.add(GpuAllocation(host="host-w", gpu=0, worker_id="w", job_id=a_id))
     with pytest.raises(IntegrityError), transaction(factory) as s:
-        s.add(GpuAllocation(worker_id="w", gpu=0, job_id=b_id))
+        s.add(GpuAllocation(host="host-w", gpu=0, worker_id="w-node", job_id=b_id))
+
+
+def test_workers_sharing_a_host_never_share_a_gpu(factory: SessionFactory) -> None:
+    """One worker per GPU for small jobs and one for the whole node, on the same host."""
+    now = utcnow()
+    with transaction(factory) as s:
+        for gpu in range(4):
+            add_worker(s, f"gpu{gpu}", [gpu], now, host="node")
+        add_worker(s, "whole", [0, 1, 2, 3], now, host="node")
+        ones = [submit(s, "t", gpus=1, at=now + timedelta(seconds=i)) for i in range(2)]
+        four = submit(s, "t", gpus=4, at=now + timedelta(seconds=3))
+        two = submit(s, "t", gpus=2, at=now + timedelta(seconds=4))
+        decisions = {d.job_id: d for d in dispatch(s, now, POLICY, "regimen")}
+        # The 4-GPU job must wait: GPUs 0 and 1 are taken through the per-GPU workers.
+        assert four.id not in decisions
+        waiting = s.get(Job, four.id)
+        assert waiting is not None
+        assert why_pending(s, waiting, now, POLICY)["waiting_for"][0] == (
+            "no worker with 4 free GPUs"
+        )
+    assert [(decisions[j.id].worker_id, decisions[j.id].gpus) for j in ones] == [
+        ("gpu0", (0,)),
+        ("gpu1", (1,)),
+    ]
+    assert (decisions[two.id].worker_id, decisions[two.id].gpus) == ("whole", (2, 3))
+    with factory() as s:
+        held = s.execute(select(GpuAllocation.host, GpuAllocation.gpu)).all()
+    assert sorted(held) == [("node", 0), ("node", 1), ("node", 2), ("node", 3)]
 
 
 def test_cluster_view_shows_workers_jobs_and_quotas(factory: SessionFactory) -> None:
