@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
         120.0, gt=0, description="how long a worker retries the database before giving up"
     )
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
+    max_upload_bytes: int = Field(
+        200_000_000, gt=0, description="largest data set file POST /v1/datasets accepts"
+    )
     max_page_size: int = Field(200, gt=0)
     max_metric_points: int = Field(10_000, gt=0)
     worker_id: str = ""
@@ -42,7 +46,10 @@ class Settings(BaseSettings):
     worker_gpus: str = Field(
         "", description="GPU indices this worker owns, e.g. '0' or '0,1,2,3'; empty on a CPU worker"
     )
-    worker_slots: int = Field(0, ge=0, description="jobs at once; 0: one per GPU, or 1")
+    worker_slots: int = Field(1, ge=1, description="jobs at once (the Celery concurrency)")
+    worker_host: str = Field(
+        "", description="the node's name (default: the hostname); workers of one node share it"
+    )
     fair_share_window_seconds: float = Field(3600.0, gt=0, description="usage look-back")
     starvation_seconds: float = Field(
         1800.0, gt=0, description="a job waiting longer is promoted one priority level"
@@ -58,6 +65,10 @@ class Settings(BaseSettings):
     metrics_token: str = Field(
         "", description="if set, GET /metrics needs 'Authorization: Bearer <token>'"
     )
+
+    @property
+    def resolved_worker_host(self) -> str:
+        return self.worker_host or socket.gethostname()
 
     @property
     def gpu_indices(self) -> list[int]:
