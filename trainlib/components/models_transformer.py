@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from trainlib.components.blocks import ResidualBlock, ResidualMode, fixup_bias
+from trainlib.components.blocks import ResidualBlock, fixup_bias
 from trainlib.components.models_common import Activation, ModelSettings, make_activation
 from trainlib.components.norms import NormField, make_norm, norm_field
 from trainlib.data import DataInfo
@@ -161,10 +161,6 @@ class Transformer(nn.Module):
         self.head = nn.Linear(s.d_model, info.num_classes)
         if s.tied_embeddings:
             self.head.weight = self.stem.weight
-
-    @property
-    def residual(self) -> ResidualMode:
-        return self.settings.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
