@@ -33,7 +33,11 @@ class PowerNormSettings(BaseModel):
 
 
 class OnlineNormSettings(BaseModel):
-    """Online Normalization defaults from the reference code (Cerebras/online-normalization)."""
+    """Online Normalization defaults from the reference code (Cerebras/online-normalization).
+
+    ecm "ls" divides each sample by its RMS over all its positions, so in a causal model it lets
+    a token see later ones; "ac" (clamping) is per element.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
