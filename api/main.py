@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import cluster, components, events, health, jobs, sweeps
+from api.routes import cluster, components, datasets, events, health, jobs, sweeps
 from api.routes.dashboard import install_dashboard
 from api.routes.observability import RequestLatency
 from api.routes.observability import router as observability_router
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.include_router(cluster.router)
     app.include_router(events.router)
     app.include_router(sweeps.router)
+    app.include_router(datasets.router)
     app.include_router(observability_router)
     install_dashboard(app)
     return app
