@@ -57,7 +57,8 @@ def test_minimal_spec_parses_and_resolves_every_default() -> None:
     assert resolved["seed"] == 0
 
     resources = resolved["resources"]
-    assert set(resources) == {"gpus", "max_runtime_s", "max_attempts", "max_queue_s"}
+    assert set(resources) == {"gpus", "priority", "max_runtime_s", "max_attempts", "max_queue_s"}
+    assert resources["priority"] == "normal"
     assert resources["gpus"] == 0
     assert resources["max_runtime_s"] >= 1
     assert resources["max_attempts"] >= 1
