@@ -14,18 +14,22 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @contextmanager
 def batchnorm_stats_frozen(model: nn.Module) -> Iterator[None]:
-    """Run a forward pass without changing any batch-norm running statistics."""
+    """Run a forward pass without changing any normalization's running state.
+
+    Every buffer is restored, not only batch norm's: power, online and unified norms keep
+    running statistics and step counters of their own, and a second (SAM-style) pass must not
+    advance them twice.
+    """
     saved = [
         (m, {k: v.clone() for k, v in m.named_buffers(recurse=False)})
         for m in model.modules()
-        if isinstance(m, _BatchNorm) and m.track_running_stats
+        if next(m.buffers(recurse=False), None) is not None
     ]
     try:
         yield
