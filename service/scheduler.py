@@ -399,7 +399,9 @@ def why_pending(session: Session, job: Job, now: datetime, policy: Policy) -> di
         }
     teams = _team_states(session, now, policy)
     waiting = sorted(_waiting(session, job.pool), key=lambda j: _rank_key(j, teams, now, policy))
-    position = next(i for i, j in enumerate(waiting) if j.id == job.id)
+    position = next((i for i, j in enumerate(waiting) if j.id == job.id), None)
+    if position is None:  # claimed (or cancelled) since it was read: no longer pending
+        return {}
     reasons: list[str] = []
     quota = teams[job.team_id].over_quota(job.gpus)
     if quota:
