@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from trainlib.catalog import catalog
+from trainlib.checkpoint import CheckpointError, read_state_info
 from trainlib.loop import train
 from trainlib.sink import CollectingSink, Metric
 from trainlib.spec import SpecError, parse_spec
@@ -31,7 +32,20 @@ class _PrintingSink(CollectingSink):
         print(f"step {step}/{total} {shown}", file=sys.stderr, flush=True)
 
 
-def _run(spec_path: Path, out: Path) -> int:
+def _write_metrics(path: Path, metrics: Sequence[Metric], resumed_at: int | None) -> None:
+    """metrics.csv; a resumed run keeps the rows of the run it continues, up to its step."""
+    rows: list[list[str]] = []
+    if resumed_at is not None and path.is_file():
+        with path.open(newline="") as fh:
+            rows = [r for r in list(csv.reader(fh))[1:] if int(r[0]) <= resumed_at]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "name", "value"])
+        writer.writerows(rows)
+        writer.writerows((m.step, m.name, repr(m.value)) for m in metrics)
+
+
+def _run(spec_path: Path, out: Path, resume: Path | None) -> int:
     try:
         raw = yaml.safe_load(spec_path.read_text())
         spec = parse_spec(raw)
@@ -43,11 +57,13 @@ def _run(spec_path: Path, out: Path) -> int:
             print(f"error: {err['path']}: {err['message']}", file=sys.stderr)
         return 2
     sink = _PrintingSink()
-    result = train(spec, sink, out_dir=out)
-    with (out / "metrics.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["step", "name", "value"])
-        writer.writerows((m.step, m.name, repr(m.value)) for m in sink.metrics)
+    try:
+        resumed_at = read_state_info(resume).step if resume is not None else None
+        result = train(spec, sink, out_dir=out, resume_from=resume)
+    except CheckpointError as exc:
+        print(f"error: --resume: {exc}", file=sys.stderr)
+        return 2
+    _write_metrics(out / "metrics.csv", sink.metrics, resumed_at)
     print(json.dumps({"status": result.status, "step": result.step, **result.final_metrics}))
     return 0
 
@@ -58,13 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="train a job spec locally, with no service")
     run.add_argument("spec", type=Path)
     run.add_argument("--out", type=Path, required=True, help="folder for metrics.csv, checkpoint")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="STATE",
+        help="continue from a full-state checkpoint (state-<step>.safetensors) of the same spec",
+    )
     comps = sub.add_parser("components", help="list every registered component")
     comps.add_argument("--json", action="store_true", help="full catalog with JSON schemas")
     args = parser.parse_args(argv)
 
     if args.command == "run":
         args.out.mkdir(parents=True, exist_ok=True)
-        return _run(args.spec, args.out)
+        return _run(args.spec, args.out, args.resume)
     cat = catalog()
     if args.json:
         print(json.dumps(cat, indent=2))

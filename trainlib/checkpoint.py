@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from trainlib.errors import TrainingError
@@ -88,8 +88,8 @@ def read_state_info(path: Path) -> StateInfo:
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-    except (OSError, RuntimeError, ValueError) as exc:  # safetensors' own error subclasses these
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+    except (OSError, SafetensorError) as exc:
+        raise _unreadable(path, exc) from exc
     if meta.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a full-state checkpoint (format {STATE_FORMAT})")
     val = meta.get("val_loss")
@@ -104,10 +104,17 @@ def load_state(path: Path, *, spec_hash: str) -> tuple[int, dict[str, Any]]:
             f"{path.name} was written for spec {info.spec_hash[:12]}, this job's spec is "
             f"{spec_hash[:12]}: a checkpoint resumes only the spec that wrote it"
         )
-    with safe_open(str(path), framework="pt") as fh:
-        skeleton = (fh.metadata() or {})["skeleton"]
-        tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            skeleton = (fh.metadata() or {})["skeleton"]
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+    except (OSError, SafetensorError) as exc:
+        raise _unreadable(path, exc) from exc
     return info.step, unflatten(tensors, skeleton)
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors file: {exc}")
 
 
 def state_files(out_dir: Path) -> list[Path]:

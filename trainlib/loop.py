@@ -17,11 +17,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainlib.checkpoint import save_weights
+from trainlib.checkpoint import load_state, prune_states, save_state, save_weights, state_path
 from trainlib.components.datasets_upload import DatasetResolver, load_data
-from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
+from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.data import BatchOrder, DataBundle
 from trainlib.errors import Diverged
 from trainlib.optim.base import innermost
@@ -33,6 +33,7 @@ from trainlib.regularizers.stack import RegularizerStack
 from trainlib.scoring import count_correct, has_accuracy, loss_for_task
 from trainlib.sink import Metric, NullSink, Sink
 from trainlib.spec import JobSpec, resolve, spec_hash, total_steps
+from trainlib.state import load_optimizer_state, rng_state, set_rng_state
 from trainlib.step import evaluation_weights, train_step
 
 EVAL_CHUNK = 4096
@@ -44,7 +45,8 @@ class TrainResult:
     step: int
     total_steps: int
     final_metrics: dict[str, float] = field(default_factory=dict)
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # weights only (evaluation weights)
+    state: Path | None = None  # the full state to resume from
 
 
 def pick_device(requested: str) -> torch.device:
@@ -72,6 +74,46 @@ def evaluate(model: nn.Module, loss_fn: nn.Module, data: DataBundle) -> dict[str
     return scores
 
 
+@dataclass
+class _Parts:
+    """The run's stateful objects; their states plus the RNGs make a full-state checkpoint."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # torch's LRScheduler or a schedule with state_dict/load_state_dict
+    regularizers: RegularizerStack
+    loss_fn: nn.Module
+    precision: Precision
+    pruner: Any  # trainlib.compression's Pruner, or None
+    order: BatchOrder
+
+    def state_dict(self) -> dict[str, Any]:
+        """Taken in training mode: schedule-free's y (and z in its state), not its evaluation x."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "regularizers": self.regularizers.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "precision": self.precision.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner is not None else {},
+            "data_order": self.order.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.regularizers.load_state_dict(state["regularizers"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.precision.load_state_dict(state["precision"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        self.order.load_state_dict(state["data_order"])
+        set_rng_state(state["rng"])
+
+
 def train(
     spec: JobSpec,
     sink: Sink | None = None,
@@ -80,11 +122,17 @@ def train(
     device: torch.device | None = None,
     resolve_job: Callable[[str], tuple[dict[str, Any], Path]] | None = None,
     resolve_dataset: DatasetResolver | None = None,
+    resume_from: Path | None = None,
+    prune_checkpoints: bool = True,
 ) -> TrainResult:
     """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir.
 
     `resolve_job` maps another job's id to its resolved spec and checkpoint (distillation
-    teachers); the service provides it, local runs have none.
+    teachers); the service provides it, local runs have none. `resume_from` is a full-state
+    checkpoint of the same spec: the run continues from its step exactly as if never stopped.
+    Full states go to out_dir every `train.checkpoint_every` steps, at a stop and at the end;
+    `prune_checkpoints` keeps only `train.keep_checkpoints` of them there (the service, which
+    prunes through its database, turns it off).
     """
     sink = sink or NullSink()
     device = device or pick_device(spec.train.device)
@@ -144,27 +192,66 @@ def train(
     last: dict[str, float] = {}
     step = 0
     task = 0  # a task sequence's current task: `data` holds its tensors
+    parts = _Parts(model, optimizer, scheduler, regularizers, loss_fn, precision, pruner, order)
+    # BN refreshes and weight saves are not training: their dropout draws must not move its RNG
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    if resume_from is not None:
+        step, state = load_state(resume_from, spec_hash=digest)
+        parts.load_state_dict(state)
+        tally = state["log"]
+        loss_sum.copy_(tally["loss_sum"])
+        correct.copy_(tally["correct"])
+        seen, since_log = tally["seen"], tally["since_log"]
+        regularizers.load_log_state(tally["penalties"])
+        last.update(tally["last"])
+    saved: tuple[int, Path | None, Path | None] = (-1, None, None)  # step, weights, full state
 
     def train_inputs() -> Iterator[torch.Tensor]:
         for i in range(0, len(data.train_x), data.batch_size):
             yield data.train_x[i : i + data.batch_size]
 
-    def save(at_step: int) -> Path | None:
+    def refresh_averaged() -> None:
+        with torch.random.fork_rng(devices=rng_devices):
+            regularizers.refresh_batchnorm(train_inputs)
+
+    def save_full_state(at_step: int) -> Path:
+        assert out_dir is not None
+        state = parts.state_dict()
+        state["log"] = {
+            "loss_sum": loss_sum,
+            "correct": correct,
+            "seen": seen,
+            "since_log": since_log,
+            "penalties": regularizers.log_state(),
+            "last": dict(last),
+        }
+        path = state_path(out_dir, at_step)
+        save_state(path, state, step=at_step, spec_hash=digest, val_loss=last.get("val_loss"))
+        sink.on_checkpoint(at_step, path)
+        if prune_checkpoints:
+            prune_states(out_dir, cfg.keep_checkpoints)
+        return path
+
+    def save(at_step: int) -> tuple[Path | None, Path | None]:
+        """Weights-only files (evaluation weights, averaged models), then the full state."""
+        nonlocal saved
         if out_dir is None:
-            return None
-        regularizers.refresh_batchnorm(train_inputs)
+            return None, None
+        if saved[0] == at_step:  # a stop right after a periodic checkpoint: already written
+            return saved[1], saved[2]
+        refresh_averaged()
         meta = {"step": str(at_step), "spec_hash": digest}
         with evaluation_weights(optimizer):
             path = save_weights(out_dir / "checkpoint.safetensors", model.state_dict(), meta)
         for label, averaged in regularizers.evaluation_models().items():
             name = f"checkpoint-{label.replace('#', '-')}.safetensors"
             save_weights(out_dir / name, averaged.state_dict(), meta)
-        sink.on_checkpoint(at_step, path)
-        return path
+        saved = (at_step, path, save_full_state(at_step))
+        return saved[1], saved[2]
 
     while step < n_steps:
         if sink.should_stop():
-            return TrainResult("stopped", step, n_steps, last, save(step))
+            return TrainResult("stopped", step, n_steps, last, *save(step))
         if data.tasks is not None and data.tasks.task_at(step) != task:
             task = data.tasks.task_at(step)  # follows from the step, so a resume lands right
             data = data.for_task(task)
@@ -208,7 +295,7 @@ def train(
         if step % cfg.eval_every == 0 or step == n_steps:
             with evaluation_weights(optimizer), precision.autocast():
                 points.update(evaluate(model, loss_fn, data))
-            regularizers.refresh_batchnorm(train_inputs)
+            refresh_averaged()
             for label, averaged in regularizers.evaluation_models().items():
                 scores = evaluate(averaged, loss_fn, data)
                 points.update({f"{label}/{k}": v for k, v in scores.items()})
@@ -227,4 +314,4 @@ def train(
                 raise Diverged(step, loss_sum.item())
             save(step)
 
-    return TrainResult("completed", step, n_steps, last, save(step))
+    return TrainResult("completed", step, n_steps, last, *save(step))

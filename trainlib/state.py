@@ -112,3 +112,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
         torch.cuda.set_rng_state_all(cuda)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """`optimizer.load_state_dict`, keeping integer state tensors integer.
+
+    torch casts every state tensor but `step` to its parameter's dtype on load, so an int64
+    counter (FRUGAL's refresh count) would come back float32: restored here as it was saved.
+    """
+    optimizer.load_state_dict(saved)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entries in saved["state"].items():
+        if not isinstance(index, int) or not isinstance(entries, dict):
+            continue  # an optimizer's shared (not per-parameter) state is loaded as it was
+        mine = optimizer.state[params[index]]
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                mine[key] = value.to(params[index].device)

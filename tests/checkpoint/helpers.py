@@ -1,0 +1,129 @@
+"""Shared pieces of the checkpoint tests: a small job, a sink that stops, and the two runs (whole,
+and stopped then resumed by a fresh `train()` call) whose results must be bit-identical."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from trainlib import CollectingSink, parse_spec, train
+from trainlib.spec import JobSpec
+
+CPU = torch.device("cpu")
+
+
+def job(
+    *,
+    optimizer: dict[str, Any] | None = None,
+    regularizers: list[dict[str, Any]] | None = None,
+    model: dict[str, Any] | None = None,
+    loss: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    steps: int = 8,
+    **train_settings: Any,
+) -> JobSpec:
+    """Digits in batches of 256 (6 steps an epoch, so 8 steps reshuffle once) and a small MLP."""
+    raw: dict[str, Any] = {
+        "name": "resume",
+        "seed": 3,
+        "data": {"name": "digits", "batch_size": 256, **(data or {})},
+        "model": model or {"name": "mlp", "hidden": [16]},
+        "optimizer": optimizer or {"name": "adamw", "lr": 3e-3},
+        "regularizers": regularizers or [],
+        "train": {
+            "steps": steps,
+            "log_every": 2,
+            "eval_every": 4,
+            "checkpoint_every": 4,
+            "device": "cpu",
+            **train_settings,
+        },
+    }
+    if loss is not None:
+        raw["loss"] = loss
+    return parse_spec(raw)
+
+
+class StopAfter(CollectingSink):
+    """Lets `n` steps run, then asks to stop (the loop asks once before every step)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.calls = 0
+
+    def should_stop(self) -> bool:
+        self.calls += 1
+        return self.calls > self.n
+
+
+@dataclass
+class Run:
+    metrics: list[tuple[int, str, float]]
+    weights: dict[str, torch.Tensor]  # checkpoint.safetensors (evaluation weights)
+    state: dict[str, torch.Tensor]  # the final full state's tensors
+    final_metrics: dict[str, float]
+
+
+def _finished(sinks: list[CollectingSink], out: Path, final_metrics: dict[str, float]) -> Run:
+    metrics = [(m.step, m.name, m.value) for sink in sinks for m in sink.metrics]
+    states = sorted(out.glob("state-*.safetensors"))
+    return Run(
+        metrics,
+        load_file(str(out / "checkpoint.safetensors")),
+        load_file(str(states[-1])),
+        final_metrics,
+    )
+
+
+def run_whole(spec: JobSpec, out: Path) -> Run:
+    sink = CollectingSink()
+    result = train(spec, sink, out_dir=out, device=CPU)
+    assert result.status == "completed"
+    return _finished([sink], out, result.final_metrics)
+
+
+def scramble_global_rngs() -> None:
+    """What another process would start from: the resumed run must not depend on it."""
+    torch.manual_seed(987654)
+    random.seed(987654)
+    np.random.seed(98765)
+
+
+def run_resumed(spec: JobSpec, out: Path, stop_at: int) -> Run:
+    """Stop after `stop_at` steps, then continue from the stop's full state in a new train()."""
+    first = StopAfter(stop_at)
+    stopped = train(spec, first, out_dir=out, device=CPU)
+    assert stopped.status == "stopped" and stopped.step == stop_at
+    assert stopped.state is not None and stopped.state.name == f"state-{stop_at:08d}.safetensors"
+    assert first.checkpoints[-1] == (stop_at, stopped.state)
+    scramble_global_rngs()
+    second = CollectingSink()
+    result = train(spec, second, out_dir=out, device=CPU, resume_from=stopped.state)
+    assert result.status == "completed" and result.step == spec.train.steps
+    assert all(m.step > stop_at for m in second.metrics)
+    return _finished([first, second], out, result.final_metrics)
+
+
+def assert_same_tensors(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
+    assert expected.keys() == got.keys() and expected
+    for key, value in expected.items():
+        assert value.dtype == got[key].dtype, key
+        assert torch.equal(value, got[key]), key
+
+
+def assert_resume_is_bit_identical(spec: JobSpec, tmp_path: Path, stop_at: int = 3) -> Run:
+    """Weights, the full final state and every metric equal the uninterrupted run's."""
+    whole = run_whole(spec, tmp_path / "whole")
+    resumed = run_resumed(spec, tmp_path / "resumed", stop_at)
+    assert resumed.metrics == whole.metrics
+    assert resumed.final_metrics == whole.final_metrics
+    assert_same_tensors(whole.weights, resumed.weights)
+    assert_same_tensors(whole.state, resumed.state)
+    return whole
