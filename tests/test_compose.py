@@ -283,56 +283,86 @@ def test_flower_service(services: dict[str, dict[str, Any]]) -> None:
     assert any(p.split(":")[-1] == "5555" for p in ports), ports
 
 
-def test_workers_reserve_one_gpu_each(
-    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+def _check_workers(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], *, with_image: bool = True
 ) -> None:
-    claimed: list[str] = []
+    """Every worker: the image's command, a node name, the node's GPUs, GPUs it places on.
+
+    with_image: the command is completed from the image (a Dockerfile relative to this folder).
+    """
+    template = compose.get("x-worker")
+    assert isinstance(template, dict), "no x-worker extension field"
     for name, worker in _workers(services).items():
-        argv = effective_argv(worker)
+        argv = effective_argv(worker) if with_image else as_argv(worker["command"])
         assert argv[: len(WORKER_COMMAND)] == WORKER_COMMAND, f"{name}: {argv}"
         assert "--pool=solo" in argv
         assert "-n" in argv, f"{name}: no celery node name (-n {name}@%h)"
         assert argv[argv.index("-n") + 1] == f"{name}@%h"
+        # The container sees all the node's GPUs, so indices are the physical ones.
         devices = worker["deploy"]["resources"]["reservations"]["devices"]
         nvidia = [d for d in devices if d.get("driver") == "nvidia"]
         assert nvidia, f"{name}: no NVIDIA device reservation"
-        for device in nvidia:
-            assert "gpu" in device.get("capabilities", [])
-            ids = device.get("device_ids")
-            assert isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)
-            claimed.extend(ids)
-        assert environment(worker).get("REGIMEN_WORKER_GPUS"), f"{name}: REGIMEN_WORKER_GPUS"
+        assert all("gpu" in d.get("capabilities", []) for d in nvidia)
+        assert all(d.get("count") == "all" for d in nvidia), f"{name}: reserve the node's GPUs"
+        env = environment(worker)
+        gpus = [int(g) for g in env["REGIMEN_WORKER_GPUS"].split(",")]
+        assert gpus == sorted(set(gpus)), f"{name}: REGIMEN_WORKER_GPUS {gpus}"
+        assert env.get("REGIMEN_WORKER_HOST"), f"{name}: no REGIMEN_WORKER_HOST (the node name)"
+        assert env.get("REGIMEN_WORKER_ID"), f"{name}: no stable REGIMEN_WORKER_ID"
+        for key in ("build", "image", "volumes", "deploy"):
+            if key in template:
+                assert worker.get(key) == template[key], f"{name}: {key} differs from x-worker"
+    ids = [interpolate(environment(w)["REGIMEN_WORKER_ID"]) for w in _workers(services).values()]
+    assert len(ids) == len(set(ids)), f"two workers share an id: {ids}"
+
+
+def test_workers_of_a_4_gpu_node(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    _check_workers(compose, services)
+    workers = _workers(services)
+    for worker in workers.values():
         deps = depends_on(worker)
         assert deps.get("migrate") == "service_completed_successfully"
         assert deps.get("redis") == "service_healthy"
-        # built from the shared x-worker extension field
-        template = compose.get("x-worker")
-        assert isinstance(template, dict), "no x-worker extension field"
-        for key in ("build", "image", "volumes"):
-            if key in template:
-                assert worker.get(key) == template[key], f"{name}: {key} differs from x-worker"
-    assert len(claimed) == len(set(claimed)), f"two workers reserve the same GPU: {claimed}"
+    placed = {name: environment(w)["REGIMEN_WORKER_GPUS"] for name, w in workers.items()}
+    # One worker per GPU for 1-GPU jobs, one for the whole node for 2- and 4-GPU jobs.
+    assert placed == {
+        "worker-gpu0": "0",
+        "worker-gpu1": "1",
+        "worker-gpu2": "2",
+        "worker-gpu3": "3",
+        "worker-node": "0,1,2,3",
+    }
+    hosts = {interpolate(environment(w)["REGIMEN_WORKER_HOST"]) for w in workers.values()}
+    assert hosts == {"node-1"}
 
 
-def test_commented_second_gpu_example_is_valid() -> None:
-    """The commented worker-gpu1 block, uncommented, is a correct second worker."""
-    lines = COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
-    head = next((i for i, line in enumerate(lines) if line.startswith("  # worker-gpu1:")), None)
-    assert head is not None, "the README's second-GPU example (worker-gpu1) is missing"
-    block = [lines[head]]
-    for line in lines[head + 1 :]:
-        if not line.startswith("  #   "):
-            break
-        block.append(line)
-    uncommented = [line.replace("  # ", "  ", 1) for line in block]
-    text = "\n".join(lines[:head] + uncommented + lines[head + len(block) :])
-    services = _load_yaml(text)["services"]
-    gpu1 = services["worker-gpu1"]
-    argv = effective_argv(gpu1)
-    assert argv[: len(WORKER_COMMAND)] == WORKER_COMMAND
-    assert argv[argv.index("-n") + 1] == "worker-gpu1@%h"
-    assert gpu1["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
-    assert environment(gpu1).get("REGIMEN_WORKER_GPUS")
+def test_another_node_joins_the_same_database_and_broker() -> None:
+    node_file = ROOT / "docker" / "compose.node.yml"
+    node = _load_yaml(node_file.read_text(encoding="utf-8"))
+    services = node["services"]
+    assert set(services) == set(_workers(services)), "a node file runs workers only"
+    _check_workers(node, services, with_image=False)
+    for name, worker in services.items():
+        env = environment(worker)
+        assert "REGIMEN_MAIN_HOST" in env["REGIMEN_DATABASE_URL"], name
+        assert "REGIMEN_MAIN_HOST" in env["REGIMEN_BROKER_URL"], name
+        assert "REGIMEN_NODE_NAME:?" in env["REGIMEN_WORKER_HOST"], (
+            f"{name}: the node name is required"
+        )
+        assert worker["build"]["context"] == ".."
+        assert (
+            node_file.parent / worker["build"]["context"] / worker["build"]["dockerfile"]
+        ).is_file()
+
+
+def test_the_settings_read_every_worker_variable() -> None:
+    from service.settings import Settings
+
+    fields = {f"REGIMEN_{name.upper()}" for name in Settings.model_fields}
+    for variable in ("REGIMEN_WORKER_ID", "REGIMEN_WORKER_HOST", "REGIMEN_WORKER_GPUS"):
+        assert variable in fields, variable
 
 
 def test_shared_environment(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
