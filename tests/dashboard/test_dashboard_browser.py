@@ -60,7 +60,11 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_login_table_and_loss_curve(
-    live_service: LiveService, team_key: tuple[str, str], page: Page, tmp_path: Path
+    live_service: LiveService,
+    service_logs: Path,
+    team_key: tuple[str, str],
+    page: Page,
+    tmp_path: Path,
 ) -> None:
     key = team_key[1]
     with httpx.Client(
@@ -72,6 +76,15 @@ def test_login_table_and_loss_curve(
         assert wait_job(api, job_id, {"succeeded", "failed", "cancelled"})["status"] == "succeeded"
         series = api.get(f"/v1/jobs/{job_id}/metrics").json()["series"]
     losses = {name: len(s["steps"]) for name, s in series.items() if name.endswith("loss")}
+    worker_lines = [
+        json.loads(line)
+        for line in (service_logs / "worker.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    supervised = [e for e in worker_lines if e.get("job_id") == job_id]
+    assert supervised, "the worker logged no JSON line carrying the job id"
+    from_supervisor = [e for e in supervised if e["logger"] == "regimen.supervisor"]
+    assert from_supervisor and all(e.get("attempt") == 1 for e in from_supervisor)
     assert losses["loss"] == 10  # logged every 20 of 200 steps
 
     page.goto(live_service.base_url + "/")
