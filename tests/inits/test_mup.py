@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from trainlib.components.inits_base import InitContext, InitResult, apply_init
+from trainlib.data import DataInfo
 from trainlib.optim.build import build_optimizer
-from trainlib.registries import SCHEDULES
+from trainlib.registries import MODELS, SCHEDULES
 
 BASE = 64
 INPUTS = 64
@@ -113,3 +114,12 @@ def test_regularizer_group_adjustment_runs_first() -> None:
 
     build_optimizer({"name": "adamw", "lr": 1.0}, model, adjust_groups=result.after(first))
     assert calls
+
+
+def test_tied_embeddings_follow_the_readout_rule() -> None:
+    info = DataInfo((8,), 11, "sequence", vocab_size=11)
+    settings = {"d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 8, "tied_embeddings": True}
+    model = MODELS.build({"name": "transformer", **settings}, info)
+    result = apply_init({"name": "mup", "base_width": 16, "optimizer": "sgd"}, model, InitContext())
+    shared = [s for s in result.scales if s.param is model.head.weight]
+    assert [s.lr for s in shared] == [0.5]

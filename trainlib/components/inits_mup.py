@@ -13,7 +13,8 @@ no change to the forward pass:
 
 At width_mult = 1 this is the standard parametrization. Weight decay is divided by the lr
 multiplier (as MuAdam and MuSGD do), so lr·λ stays fixed per parameter. Every hidden width is
-assumed to scale with the head's fan-in.
+assumed to scale with the head's fan-in. An embedding stem keeps its own N(0, 1) init (input
+weights: constant in width); with tied embeddings the shared matrix follows the readout rule.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def build_mup(s: MupSettings, model: nn.Module, ctx: InitContext | None = None) 
                 weight.normal_(0.0, std)
             scale(weight, mults[role])
         stem_weight = weight_of(stem)
-        if not isinstance(stem, nn.Linear | nn.Conv1d | nn.Conv2d):  # an embedding stem
-            scale(stem_weight, mults["input"])
+        tied = stem_weight is weight_of(head)  # tied embeddings: the readout rule governs
+        if not isinstance(stem, nn.Linear | nn.Conv1d | nn.Conv2d) and not tied:
+            scale(stem_weight, mults["input"])  # an embedding stem keeps its own init
         for layer in weight_layers(model):
             bias = getattr(layer, "bias", None)
             if isinstance(bias, torch.Tensor):
