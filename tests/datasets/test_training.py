@@ -90,6 +90,16 @@ def test_a_transformer_trains_on_char_text() -> None:
     assert 0 <= result.final_metrics["val_accuracy"] <= 1
 
 
+def test_a_transformer_trains_on_modular_tokens() -> None:
+    model = {"name": "transformer", "d_model": 32, "n_layers": 1, "n_heads": 2, "max_len": 4}
+    data = {"name": "modular_arithmetic", "p": 23, "batch_size": 64}
+    sink = CollectingSink()
+    result = train(job(data, model=model), sink, device=CPU)
+    losses = [v for _, v in sink.series("loss")]
+    assert math.isfinite(losses[-1]) and losses[-1] < losses[0]
+    assert 0 <= result.final_metrics["val_accuracy"] <= 1
+
+
 def test_per_position_loss_is_the_mean_over_every_position() -> None:
     logits = torch.randn(3, 5, 7)
     labels = torch.randint(0, 7, (3, 5))
