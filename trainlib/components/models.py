@@ -81,6 +81,10 @@ class MLP(nn.Module):
             return self.encode
         return next(m for m in self.modules() if isinstance(m, nn.Linear))
 
+    def flow(self) -> list[nn.Module]:
+        """The layers in the order data passes through them (for per-unit regularizers)."""
+        return [*self.body, self.head]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encode(x).flatten(1)
         out: torch.Tensor = self.head(self.body(features))

@@ -177,22 +177,25 @@ class HiddenLayer:
 
 
 def _hidden_layers(model: nn.Module) -> Iterator[tuple[nn.Linear, nn.Linear, list[nn.Module]]]:
-    """Linear → only per-unit modules (norm, activation, dropout) → Linear, inside a Sequential.
+    """Linear → only per-unit modules (norm, activation, dropout) → Linear, in a known flow.
 
     Only a Sequential guarantees that the second Linear reads the first's units (elsewhere the
     registration order of modules says nothing about the data flow).
     """
-    for seq in model.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        children = list(seq.children())
+    # A model may state its data flow itself (the mlp's body, then its separate head).
+    flow = getattr(model, "flow", None)
+    sequences: list[list[nn.Module]] = [list(flow())] if callable(flow) else []
+    sequences += [list(m.children()) for m in model.modules() if isinstance(m, nn.Sequential)]
+    seen: set[int] = set()
+    for children in sequences:
         for i, first in enumerate(children):
             if not isinstance(first, nn.Linear):
                 continue
             between: list[nn.Module] = []
             for nxt in children[i + 1 :]:
                 if isinstance(nxt, nn.Linear):
-                    if nxt.in_features == first.out_features:
+                    if nxt.in_features == first.out_features and id(first) not in seen:
+                        seen.add(id(first))
                         yield first, nxt, between
                     break
                 if not isinstance(nxt, _PASS_THROUGH + tuple(_ACTIVATION_GAIN)):
