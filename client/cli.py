@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ app = typer.Typer(
 datasets_app = typer.Typer(help="Uploaded data sets.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
+PIPE_WIDTH = 200
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -45,12 +47,20 @@ SetOption = Annotated[
 ]
 
 
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or captured: keep ids and table rows whole rather than 80 columns wide.
+        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return console
+
+
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return _console()
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console(stderr=True)
 
 
 class _Failed(Exception):
@@ -68,8 +78,9 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ApiError as exc:
-            if exc.errors:
-                err.print(f"[red]error[/red] ({exc.status_code}): {exc.message}")
+            if exc.errors:  # a headline, then one line per field: "path: message"
+                headline = exc.message.split(": ")[0] if ": " in exc.message else "invalid"
+                err.print(f"[red]error[/red] ({exc.status_code}): {headline}")
                 for e in exc.errors:
                     err.print(f"  {e.get('path')}: {e.get('message')}")
             else:
