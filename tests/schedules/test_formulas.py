@@ -122,3 +122,15 @@ def test_invalid_settings_are_rejected_in_the_spec(schedule: dict[str, Any]) -> 
     with pytest.raises(SpecError) as err:
         parse_spec(raw)
     assert err.value.errors[0]["path"].startswith("schedule")
+
+
+@pytest.mark.parametrize("name", sorted(EVERY))
+@pytest.mark.parametrize(("total", "warmup"), [(1, 0), (2, 0), (3, 0), (2, 5), (5, 5)])
+def test_very_short_runs_give_finite_non_negative_rates(name: str, total: int, warmup: int) -> None:
+    trace = lrs({"name": name, "warmup_steps": warmup, **EVERY[name]}, total)
+    assert all(math.isfinite(v) and 0 <= v <= 1 for v in trace), trace
+
+
+def test_restarts_land_exactly_for_a_cycle_mult_of_three() -> None:
+    trace = lrs({"name": "cosine", "cycles": 3, "cycle_mult": 3}, 13 * 5)  # 5 + 15 + 45
+    assert [t for t, v in enumerate(trace) if v == 1.0] == [0, 5, 20]

@@ -136,9 +136,16 @@ def _cycle_position(step: float, first: float, mult: float) -> tuple[float, floa
     """(steps into the current cycle, its length) for cycles of length first·mult^i."""
     if mult == 1.0:
         return step % first, first
+
+    def start(n: int) -> float:
+        return first * (mult**n - 1) / (mult - 1)
+
     n = math.floor(math.log(1 + step * (mult - 1) / first, mult))
-    start = first * (mult**n - 1) / (mult - 1)
-    return step - start, first * mult**n
+    while n > 0 and start(n) > step:  # the logarithm may land a hair off a restart
+        n -= 1
+    while start(n + 1) <= step:
+        n += 1
+    return step - start(n), first * mult**n
 
 
 def cosine_multiplier(s: CosineSettings, total_steps: int) -> Multiplier:
@@ -200,7 +207,8 @@ def one_cycle_functions(s: OneCycleSettings, total_steps: int) -> tuple[Multipli
         start = 0.0
         for i, (end, _, _) in enumerate(phases):
             if t <= end or i == len(phases) - 1:
-                return i, (t - start) / (end - start)
+                span = end - start
+                return i, 1.0 if span <= 0 else min(1.0, (t - start) / span)
             start = end
         raise AssertionError("unreachable")
 
