@@ -23,7 +23,7 @@ from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.data import BatchOrder, DataBundle
-from trainlib.errors import Diverged
+from trainlib.errors import DataError, Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
 from trainlib.precision import Precision
@@ -146,7 +146,7 @@ def train(
     model.to(device).train()
     n_steps = total_steps(spec, data.steps_per_epoch)
     if data.tasks is not None and n_steps > data.tasks.total_steps:
-        raise ValueError(
+        raise DataError(
             f"the task sequence has {data.tasks.n_tasks} tasks of {data.tasks.steps_per_task} "
             f"steps ({data.tasks.total_steps} in all); the job asks for {n_steps} steps"
         )

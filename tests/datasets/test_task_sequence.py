@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trainlib.errors import DataError
 from trainlib.registries import DATASETS
 from trainlib.spec import SpecError, parse_spec
 
@@ -103,5 +104,5 @@ def test_base_spec_is_validated_and_kept_in_the_resolved_spec() -> None:
 
 def test_base_must_be_a_classification_set() -> None:
     spec = {"name": "task_sequence", "base": {"name": "char_text"}}
-    with pytest.raises(ValueError, match="classification base"):
+    with pytest.raises(DataError, match="classification base"):
         DATASETS.build(spec, seed=0)

@@ -13,6 +13,7 @@ from torch import nn
 
 from trainlib import CollectingSink, parse_spec, train
 from trainlib.data import BatchOrder, DataBundle, DataInfo
+from trainlib.errors import DataError
 from trainlib.loop import evaluate
 from trainlib.registries import DATASETS, LOSSES
 from trainlib.scoring import PerPosition, loss_for_task
@@ -178,5 +179,5 @@ def test_task_accuracy_is_the_current_tasks_validation_accuracy() -> None:
 
 def test_a_job_longer_than_its_task_sequence_is_refused() -> None:
     data = {"name": "task_sequence", "base": {"name": "blobs"}, "n_tasks": 2, "steps_per_task": 5}
-    with pytest.raises(ValueError, match="2 tasks of 5 steps"):
+    with pytest.raises(DataError, match="2 tasks of 5 steps"):
         train(job(data), device=CPU)

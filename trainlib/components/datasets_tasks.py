@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validat
 
 from trainlib.components.datasets_common import TASK_STREAM, stream
 from trainlib.data import DataBundle, TaskSequence
+from trainlib.errors import DataError
 from trainlib.registries import DATASETS
 from trainlib.registry import ComponentSettings
 
@@ -58,18 +59,25 @@ class TaskSequenceSettings(BaseModel):
         return self
 
 
+def _task_generator(seeds: torch.Tensor, task: int) -> torch.Generator:
+    """Task k's own stream: its draws are made when the task starts, not n_tasks at once."""
+    return torch.Generator().manual_seed(int(seeds[task]))
+
+
 @dataclass(frozen=True)
 class PermutedInputs:
-    """Task k permutes the flattened input features by `perms[k]`, training and validation alike.
+    """Task k permutes the flattened input features at random, training and validation alike.
 
     "Loss of Plasticity in Deep Continual Learning" (Dohare et al., 2024), Online Permuted MNIST:
     every task, the first included, has its own uniformly random permutation.
     """
 
-    perms: torch.Tensor  # (n_tasks, features)
+    seeds: torch.Tensor  # (n_tasks,): one seed per task
 
     def __call__(self, base: DataBundle, task: int) -> DataBundle:
-        perm = self.perms[task].to(base.train_x.device)
+        features = base.train_x[0].numel()
+        perm = torch.randperm(features, generator=_task_generator(self.seeds, task))
+        perm = perm.to(base.train_x.device)
 
         def permute(x: torch.Tensor) -> torch.Tensor:
             return x.flatten(1)[:, perm].view_as(x)
@@ -86,7 +94,7 @@ class PermutedInputs:
 
 @dataclass(frozen=True)
 class RandomLabels:
-    """Task k gives the training inputs the labels `labels[k]`, drawn uniformly at random.
+    """Task k gives the training inputs new labels, drawn uniformly at random.
 
     "Maintaining Plasticity in Continual Learning via Regenerative Regularization" (Kumar et
     al., 2023) and "Learning Continually by Spectral Regularization" (Lewandowski et al., 2024):
@@ -94,10 +102,14 @@ class RandomLabels:
     and the validation set is the training set with this task's labels.
     """
 
-    labels: torch.Tensor  # (n_tasks, train size)
+    seeds: torch.Tensor  # (n_tasks,): one seed per task
 
     def __call__(self, base: DataBundle, task: int) -> DataBundle:
-        y = self.labels[task].to(base.train_x.device)
+        shape = (len(base.train_x),)
+        y = torch.randint(
+            0, base.info.num_classes, shape, generator=_task_generator(self.seeds, task)
+        )
+        y = y.to(base.train_x.device)
         return DataBundle(base.train_x, y, base.train_x, y, base.info, base.batch_size)
 
 
@@ -111,26 +123,12 @@ class RandomLabels:
 def build_task_sequence(s: TaskSequenceSettings, seed: int) -> DataBundle:
     base: DataBundle = DATASETS.build(s.base, seed=seed)
     if base.info.task != "classification":
-        raise ValueError(f"a task sequence needs a classification base, not {base.info.task}")
+        raise DataError(f"a task sequence needs a classification base, not {base.info.task}")
     if s.train_subset is not None:
-        n = min(s.train_subset, len(base.train_x))
-        base = DataBundle(
-            base.train_x[:n],
-            base.train_y[:n],
-            base.val_x,
-            base.val_y,
-            base.info,
-            base.batch_size,
+        base = replace(
+            base, train_x=base.train_x[: s.train_subset], train_y=base.train_y[: s.train_subset]
         )
-    g = stream(seed, TASK_STREAM)
-    make: PermutedInputs | RandomLabels
-    if s.kind == "permuted_input":
-        features = base.train_x[0].numel()
-        make = PermutedInputs(
-            torch.stack([torch.randperm(features, generator=g) for _ in range(s.n_tasks)])
-        )
-    else:
-        n_classes, n = base.info.num_classes, len(base.train_x)
-        make = RandomLabels(torch.randint(0, n_classes, (s.n_tasks, n), generator=g))
+    seeds = torch.randint(0, 2**62, (s.n_tasks,), generator=stream(seed, TASK_STREAM))
+    make = PermutedInputs(seeds) if s.kind == "permuted_input" else RandomLabels(seeds)
     steps = s.steps_per_task or (s.epochs_per_task or 1) * base.steps_per_epoch
     return TaskSequence(base, make, s.n_tasks, steps).bundle(0)
