@@ -11,7 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from trainlib.components.inits_base import InitContext, InitResult, apply_init
+from trainlib.components.inits_base import (
+    InitContext,
+    InitResult,
+    ParamScale,
+    apply_init,
+    split_groups,
+)
 from trainlib.data import DataInfo
 from trainlib.optim.build import build_optimizer
 from trainlib.registries import MODELS, SCHEDULES
@@ -123,3 +129,18 @@ def test_tied_embeddings_follow_the_readout_rule() -> None:
     result = apply_init({"name": "mup", "base_width": 16, "optimizer": "sgd"}, model, InitContext())
     shared = [s for s in result.scales if s.param is model.head.weight]
     assert [s.lr for s in shared] == [0.5]
+
+
+def test_split_groups_keeps_group_settings_and_puts_the_unscaled_bucket_first() -> None:
+    a, b, c = (nn.Parameter(torch.zeros(2)) for _ in range(3))
+    groups = [
+        {"params": [a, b], "lr": 0.1, "lr_scale": 2.0, "weight_decay": 0.01, "final_layer": False},
+        {"params": [c], "lr": 0.3},
+    ]
+    scales = [ParamScale(a, 0.5, 2.0), ParamScale(c, 0.25, 4.0)]
+    first, second, third = split_groups(groups, scales)
+    assert first["params"] == [b] and first["lr"] == 0.1 and first["lr_scale"] == 2.0
+    assert second["params"] == [a]
+    assert (second["lr"], second["lr_scale"], second["weight_decay"]) == (0.05, 1.0, 0.02)
+    assert second["final_layer"] is False and "names" not in second
+    assert third["params"] == [c] and third["lr"] == 0.075 and "weight_decay" not in third

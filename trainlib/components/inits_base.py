@@ -80,7 +80,9 @@ def split_groups(groups: ParamGroups, scales: Sequence[ParamScale]) -> ParamGrou
     out: ParamGroups = []
     for group in groups:
         names = group.get("names") or [None] * len(group["params"])
+        # the unscaled bucket first, so group 0 (the loop's logged lr) keeps the spec's lr
         buckets: dict[tuple[float, float], dict[str, Any]] = {}
+        buckets[(1.0, 1.0)] = {**group, "params": [], "names": []}
         for name, p in zip(names, group["params"], strict=True):
             key = by_id.get(id(p), (1.0, 1.0))
             if key not in buckets:
@@ -94,7 +96,7 @@ def split_groups(groups: ParamGroups, scales: Sequence[ParamScale]) -> ParamGrou
         for bucket in buckets.values():
             if "names" not in group:
                 del bucket["names"]
-        out.extend(buckets.values())
+        out.extend(b for b in buckets.values() if b["params"])
     return out
 
 
