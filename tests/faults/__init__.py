@@ -1,0 +1,1 @@
+"""Fault injection on real processes, PostgreSQL and Redis (issue 6)."""
