@@ -2,14 +2,14 @@
 
 import { get } from "./api.js";
 import { LineChart } from "./charts.js";
-import { FINAL, errorBox, h, statusBadge } from "./dom.js";
+import { FINAL, errorBox, h, isJobId, statusBadge } from "./dom.js";
 import { MAX_COMPARE } from "./jobs.js";
 import { poll } from "./poll.js";
 
 const REFRESH_MS = 3000;
 
 function chosenIds(params) {
-  return (params.get("ids") ?? "").split(",").filter(Boolean).slice(0, MAX_COMPARE);
+  return (params.get("ids") ?? "").split(",").filter(isJobId).slice(0, MAX_COMPARE);
 }
 
 export function renderCompare(view, params) {

@@ -61,3 +61,9 @@ export function errorBox(error) {
 }
 
 export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+// Ids from the address bar go into API paths: only well-formed UUIDs get that far.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export function isJobId(text) {
+  return UUID.test(text);
+}

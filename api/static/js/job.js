@@ -122,7 +122,20 @@ export function renderJob(view, jobId) {
   view.replaceChildren(page);
 
   const byGroup = new Map();
-  function drawCurves(series) {
+  let series = {}; // name -> {steps, values}, grown by incremental reads
+  let lastStep = null;
+  let attempt = null;
+
+  function merge(fresh) {
+    for (const [name, s] of Object.entries(fresh)) {
+      const known = (series[name] ??= { steps: [], values: [] });
+      known.steps.push(...s.steps);
+      known.values.push(...s.values);
+      if (s.steps.length) lastStep = Math.max(lastStep ?? 0, s.steps[s.steps.length - 1]); // sorted
+    }
+  }
+
+  function drawCurves() {
     const groups = new Map();
     for (const name of Object.keys(series).sort()) {
       const group = chartGroup(name);
@@ -145,17 +158,27 @@ export function renderJob(view, jobId) {
   }
 
   async function refresh() {
-    const [job, metrics, history, files] = await Promise.all([
+    let [job, metrics, history, files] = await Promise.all([
       get(`/v1/jobs/${jobId}`),
-      get(`/v1/jobs/${jobId}/metrics`),
+      // A batch of points and the progress are written in one transaction, so every step
+      // up to lastStep is complete: asking for later steps only never misses a point.
+      get(`/v1/jobs/${jobId}/metrics`, { after_step: lastStep }),
       get(`/v1/jobs/${jobId}/events/history`),
       get(`/v1/jobs/${jobId}/artifacts`),
     ]);
+    if (attempt !== null && job.attempt !== attempt) {
+      // A retry resumes from a checkpoint and rewrites later steps: read every point again.
+      series = {};
+      lastStep = null;
+      metrics = await get(`/v1/jobs/${jobId}/metrics`);
+    }
+    attempt = job.attempt;
     page.dataset.status = job.status;
     head.replaceChildren(summary(job, () => cancel().catch((e) => head.append(errorBox(e)))));
     spec.textContent = JSON.stringify(job.resolved_spec, null, 2);
     submitted.textContent = JSON.stringify(job.spec, null, 2);
-    drawCurves(metrics.series);
+    merge(metrics.series);
+    drawCurves();
     events.replaceChildren(eventsTable(history));
     artifacts.replaceChildren(artifactsTable(jobId, files));
     page.dataset.loaded = "true";

@@ -94,7 +94,9 @@ export function renderJobs(view, params) {
   async function refresh() {
     const page = await get("/v1/jobs", { status: params.get("status"), limit: 100 });
     latest = page.jobs;
-    message.replaceChildren();
+    message.replaceChildren(
+      page.next_cursor ? h("p", { class: "muted" }, "the newest 100 jobs; filter by status to see others") : "",
+    );
     draw();
   }
   updateCompare();

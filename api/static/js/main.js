@@ -6,6 +6,7 @@ import { renderCompare } from "./compare.js";
 import { renderComponents } from "./components.js";
 import { renderJob } from "./job.js";
 import { renderJobs } from "./jobs.js";
+import { errorBox, isJobId } from "./dom.js";
 
 const view = document.getElementById("view");
 const login = document.getElementById("login");
@@ -38,7 +39,8 @@ function route() {
   const { parts, params } = parseHash();
   const [page = "jobs", id] = parts;
   for (const link of nav.querySelectorAll("a")) link.classList.toggle("active", link.dataset.nav === page);
-  if (page === "jobs" && id) cleanup = renderJob(view, id);
+  if (page === "jobs" && id && !isJobId(id)) view.replaceChildren(errorBox(`not a job id: ${id}`));
+  else if (page === "jobs" && id) cleanup = renderJob(view, id);
   else if (page === "compare") cleanup = renderCompare(view, params);
   else if (page === "components") cleanup = renderComponents(view, id);
   else cleanup = renderJobs(view, params);
