@@ -144,3 +144,35 @@ def test_split_groups_keeps_group_settings_and_puts_the_unscaled_bucket_first() 
     assert (second["lr"], second["lr_scale"], second["weight_decay"]) == (0.05, 1.0, 0.02)
     assert second["final_layer"] is False and "names" not in second
     assert third["params"] == [c] and third["lr"] == 0.075 and "weight_decay" not in third
+
+
+def output_change(width: int, init: dict[str, Any]) -> float:
+    """Mean |Δ logits| after 3 Adam steps on one fixed batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4)
+    )
+    result = apply_init(init, model, InitContext())
+    opt = build_optimizer({"name": "adam", "lr": 1e-2}, model, adjust_groups=result.after())
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 16, generator=g), torch.randint(0, 4, (64,), generator=g)
+    with torch.no_grad():
+        before = model(x)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        return (model(x) - before).abs().mean().item()
+
+
+def test_coordinate_check_output_updates_stay_constant_in_width_under_mup() -> None:
+    """The paper's coordinate check: under SP (same init variance, one global Adam lr) the
+    logits' update grows with width; under μP it does not."""
+    mup = {"name": "mup", "base_width": 32}
+    sp = {"name": "kaiming_normal", "nonlinearity": "linear"}  # μP's init at the base width
+    assert output_change(32, mup) == pytest.approx(output_change(32, sp))
+    mup_ratio = output_change(512, mup) / output_change(32, mup)
+    sp_ratio = output_change(512, sp) / output_change(32, sp)
+    assert 0.5 < mup_ratio < 2
+    assert sp_ratio > 4
