@@ -347,13 +347,28 @@ def run(
 @handled
 def upload(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the data file")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npz or .csv")],
     name: Annotated[str | None, typer.Option(help="default: the file's name")] = None,
+    format: Annotated[str | None, typer.Option(help="npz or csv; default: the extension")] = None,
 ) -> None:
-    """Upload a data set file; prints its id to use in specs."""
+    """Upload a data set file; prints its id, to use as `data: {name: upload, dataset: ID}`."""
     with _client(ctx) as client:
-        result = client.upload_dataset(file, name=name)
-    _out().print_json(json.dumps(result, default=str))
+        result = client.upload_dataset(file, name=name, format=format)
+    console = _out()
+    console.print(f"dataset {result['id']} ({result['name']}, {result['size_bytes']} bytes)")
+    console.print_json(json.dumps(result.get("info", {}), default=str))
+
+
+@datasets_app.command("ls")
+@handled
+def list_datasets(ctx: typer.Context) -> None:
+    """The team's uploaded data sets."""
+    with _client(ctx) as client:
+        rows = client.datasets()
+    table = Table("id", "name", "format", "bytes", "created")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["format"], str(r["size_bytes"]), r["created_at"])
+    _out().print(table)
 
 
 # ----------------------------------------------------------------------------------- sweeps
@@ -428,6 +443,27 @@ def sweep(
     _print_sweep(summary, console)
     if wait and summary.counts.get("succeeded", 0) != len(summary.children):
         raise _Failed("some children did not succeed")
+
+
+@app.command()
+@handled
+def sweeps(
+    ctx: typer.Context,
+    sweep_id: Annotated[str | None, typer.Argument(help="one sweep's children and best")] = None,
+) -> None:
+    """The team's sweeps, or one sweep's summary."""
+    console = _out()
+    with _client(ctx) as client:
+        if sweep_id is not None:
+            _print_sweep(client.sweep(sweep_id), console)
+            return
+        found = client.sweeps()
+    table = Table("id", "name", "method", "metric", "jobs", "best")
+    for s in found:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(s.counts.items()))
+        best = f"{_num(s.best.value)} ({s.best.job_id})" if s.best else ""
+        table.add_row(s.id, s.name, s.method, f"{s.goal} {s.metric}", counts, best)
+    console.print(table)
 
 
 def _print_sweep(summary: Sweep, console: Console) -> None:

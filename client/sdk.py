@@ -232,12 +232,24 @@ class Client:
         """Every kind's entries (a dict), or one kind's list; each with schema and paper."""
         return self._call("GET", f"/v1/components/{kind}" if kind else "/v1/components")
 
-    def upload_dataset(self, path: Path, *, name: str | None = None) -> dict[str, Any]:
-        """Upload a data set file (multipart); returns the server's description of it."""
-        with path.open("rb") as fh:
-            files = {"file": (path.name, fh, "application/octet-stream")}
-            data = {"name": name} if name else {}
-            result: dict[str, Any] = self._call("POST", "/v1/datasets", files=files, data=data)
+    def upload_dataset(
+        self, path: Path, *, name: str | None = None, format: str | None = None
+    ) -> dict[str, Any]:
+        """Upload an .npz or .csv file as the raw body; its id goes in `data.dataset`.
+
+        The bytes are read once so that a retried request sends them again in full.
+        """
+        params = {"name": name or path.name}
+        if format:
+            params["format"] = format
+        headers = {"Content-Type": "application/octet-stream"}
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/datasets", params=params, content=path.read_bytes(), headers=headers
+        )
+        return result
+
+    def datasets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/v1/datasets")
         return result
 
     # -------------------------------------------------------------------------------- sweeps

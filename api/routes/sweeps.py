@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
+from api.routes.jobs import publish
 from service import sweeps as sweep_service
 from service.sweeps import SweepRequest
 
@@ -51,13 +53,13 @@ class SweepBrief(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)
-def create_sweep(
+async def create_sweep(
     body: SweepRequest, team: TeamDep, session: SessionDep, queue: QueueDep, store: StoreDep
 ) -> SweepOut:
-    created = sweep_service.create_sweep(session, team.id, body, store)
+    created = await run_in_threadpool(sweep_service.create_sweep, session, team.id, body, store)
     session.commit()
     for job in created.jobs:
-        queue.enqueue(job.id)  # after the commit, as POST /v1/jobs does
+        await publish(session, queue, job.id)  # after the commit, as POST /v1/jobs does
     return SweepOut.model_validate(sweep_service.summarize(created.sweep, created.jobs))
 
 

@@ -9,6 +9,7 @@ import io
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
@@ -176,3 +177,21 @@ def test_run_trains_locally_without_the_service(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "checkpoint.safetensors").is_file()
     failed = regimen(env, "run", str(path), *DIVERGING)
     assert failed.exit_code == 1 and "diverged" in failed.stderr
+
+
+def test_datasets_upload_prints_the_id_and_ls_lists_it(env: dict[str, str], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=rng.normal(size=(60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
+    result = regimen(env, "datasets", "upload", str(path))
+    assert result.exit_code == 0, result.output
+    dataset_id = result.stdout.split()[1]
+    uuid.UUID(dataset_id)
+    listed = regimen(env, "datasets", "ls")
+    assert listed.exit_code == 0 and dataset_id in listed.stdout and "blobs.npz" in listed.stdout
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    refused = regimen(env, "datasets", "upload", str(bad))
+    assert refused.exit_code == 2, refused.output
+    assert "(422)" in refused.stderr and "Traceback" not in refused.output

@@ -56,3 +56,8 @@ def test_a_two_by_two_grid_runs_four_jobs_and_names_the_best(
     best = min(jobs, key=lambda j: j.latest_metrics["val_loss"])
     assert summary.best is not None and summary.best.job_id == best.id
     assert f"best (min val_loss): {best.id}" in result.stdout
+
+    listed = CliRunner().invoke(app, ["sweeps"], env=env)
+    assert listed.exit_code == 0 and sweep_id in listed.stdout and "4 succeeded" in listed.stdout
+    shown = CliRunner().invoke(app, ["sweeps", sweep_id], env=env)
+    assert shown.exit_code == 0 and f"best (min val_loss): {best.id}" in shown.stdout
