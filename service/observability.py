@@ -49,12 +49,18 @@ class JobSnapshot:
         return sum(n for (_, state), n in self.by_team_state.items() if state == JobStatus.QUEUED)
 
 
+# The training loop logs this series every `log_every` steps of every job.
+SPEED_SERIES = "loss"
+
+
 def steps_per_second(session: Session, job_id: uuid.UUID) -> float | None:
-    """Training speed from the two latest logged steps: Δstep / Δwall_time (None if unknown)."""
+    """Training speed from the two latest logged losses: Δstep / Δwall_time (None if unknown).
+
+    One series only, so the metrics primary key (job, name, step) answers from its index.
+    """
     rows = session.execute(
-        select(MetricPoint.step, func.max(MetricPoint.wall_time))
-        .where(MetricPoint.job_id == job_id)
-        .group_by(MetricPoint.step)
+        select(MetricPoint.step, MetricPoint.wall_time)
+        .where(MetricPoint.job_id == job_id, MetricPoint.name == SPEED_SERIES)
         .order_by(MetricPoint.step.desc())
         .limit(2)
     ).all()
@@ -127,7 +133,7 @@ class JobCollector(Collector):
 
         speed = GaugeMetricFamily(
             "regimen_training_steps_per_second",
-            "Optimizer steps per second of each running job, from its two latest logged steps",
+            "Optimizer steps per second of each running job, from its two latest logged losses",
             labels=["job_id", "job_name"],
         )
         heartbeat = GaugeMetricFamily(
