@@ -96,10 +96,13 @@ def read_state_info(path: Path) -> StateInfo:
     return StateInfo(path, int(meta["step"]), meta["spec_hash"], float(val) if val else None)
 
 
-def load_state(path: Path, *, spec_hash: str) -> tuple[int, dict[str, Any]]:
-    """(step, nested state) of a full-state file written for the spec with this hash."""
+def load_state(path: Path, *, spec_hash: str | None) -> tuple[int, dict[str, Any]]:
+    """(step, nested state) of a full-state file written for the spec with this hash.
+
+    `spec_hash=None` reads any spec's state (warm starts take its model weights only).
+    """
     info = read_state_info(path)
-    if info.spec_hash != spec_hash:
+    if spec_hash is not None and info.spec_hash != spec_hash:
         raise CheckpointError(
             f"{path.name} was written for spec {info.spec_hash[:12]}, this job's spec is "
             f"{spec_hash[:12]}: a checkpoint resumes only the spec that wrote it"
@@ -111,6 +114,19 @@ def load_state(path: Path, *, spec_hash: str) -> tuple[int, dict[str, Any]]:
     except (OSError, SafetensorError) as exc:
         raise _unreadable(path, exc) from exc
     return info.step, unflatten(tensors, skeleton)
+
+
+def model_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model's weights in a full-state file (its training weights) or a weights-only file."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            is_state = (fh.metadata() or {}).get("format") == STATE_FORMAT
+    except (OSError, SafetensorError) as exc:
+        raise _unreadable(path, exc) from exc
+    if not is_state:
+        return load_weights(path)
+    weights: dict[str, torch.Tensor] = load_state(path, spec_hash=None)[1]["model"]
+    return weights
 
 
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:

@@ -17,7 +17,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainlib.checkpoint import load_state, prune_states, save_state, save_weights, state_path
+from trainlib.checkpoint import (
+    CheckpointError,
+    load_state,
+    model_weights,
+    prune_states,
+    save_state,
+    save_weights,
+    state_path,
+)
 from trainlib.components.datasets_upload import DatasetResolver, load_data
 from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
@@ -114,6 +122,24 @@ class _Parts:
         set_rng_state(state["rng"])
 
 
+def _warm_weights(model: nn.Module, path: Path | None) -> dict[str, torch.Tensor] | None:
+    """Load `path`'s weights into the bare model now if they fit it; else return them."""
+    if path is None:
+        return None
+    weights = model_weights(path)
+    if weights.keys() != model.state_dict().keys():
+        return weights
+    _load_model(model, weights=weights, path=path)
+    return None
+
+
+def _load_model(model: nn.Module, *, weights: dict[str, torch.Tensor], path: Path | None) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"warm start: {path} does not fit this job's model: {exc}") from exc
+
+
 def train(
     spec: JobSpec,
     sink: Sink | None = None,
@@ -123,6 +149,7 @@ def train(
     resolve_job: Callable[[str], tuple[dict[str, Any], Path]] | None = None,
     resolve_dataset: DatasetResolver | None = None,
     resume_from: Path | None = None,
+    warm_start: Path | None = None,
     prune_checkpoints: bool = True,
 ) -> TrainResult:
     """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir.
@@ -130,6 +157,8 @@ def train(
     `resolve_job` maps another job's id to its resolved spec and checkpoint (distillation
     teachers); the service provides it, local runs have none. `resume_from` is a full-state
     checkpoint of the same spec: the run continues from its step exactly as if never stopped.
+    `warm_start` (a state or weights file of any spec with the same model) only sets the model's
+    weights before step 0; optimizer, schedule and regularizers start fresh (a fork with changes).
     Full states go to out_dir every `train.checkpoint_every` steps, at a stop and at the end;
     `prune_checkpoints` keeps only `train.keep_checkpoints` of them there (the service, which
     prunes through its database, turns it off).
@@ -160,7 +189,13 @@ def train(
         resolve_job=resolve_job,
     )
     regularizers = RegularizerStack.build(spec.regularizers, setup)
-    regularizers.configure_model(model)
+    # weights before configure_model, so EMA copies and θ₀ anchors start from them; a model
+    # saved with its reparametrizations (weight_norm, ...) is loaded once they are in place,
+    # still before the averaging copies are taken
+    warm = _warm_weights(model, warm_start)
+    regularizers.configure_model(
+        model, partial(_load_model, weights=warm, path=warm_start) if warm is not None else None
+    )
     optimizer = build_optimizer(
         spec.optimizer, model, adjust_groups=init.after(regularizers.param_groups)
     )

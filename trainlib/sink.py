@@ -21,7 +21,12 @@ class Sink(Protocol):
 
     def on_progress(self, step: int, total: int) -> None: ...
 
-    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        """A full-state checkpoint (`state-<step>.safetensors`, resumable) was written at `path`.
+
+        Called after every one (periodic, at a stop, at the end), once its file is complete; the
+        weights-only `checkpoint.safetensors` beside it is up to date by then.
+        """
 
     def should_stop(self) -> bool: ...
 

@@ -49,11 +49,17 @@ class RegularizerStack:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def configure_model(self, model: nn.Module) -> None:
+    def configure_model(
+        self, model: nn.Module, before_averaging: Callable[[nn.Module], None] | None = None
+    ) -> None:
+        """`before_averaging` runs between the two (a warm start loads reparametrized weights)."""
         # Averaging regularizers copy the model: they go last, after every reparametrization,
         # whatever order the spec lists them in.
-        averaging = [r for r in self.items if _is_averaging(r)]
-        for reg in [r for r in self.items if not _is_averaging(r)] + averaging:
+        for reg in [r for r in self.items if not _is_averaging(r)]:
+            reg.configure_model(model)
+        if before_averaging is not None:
+            before_averaging(model)
+        for reg in [r for r in self.items if _is_averaging(r)]:
             reg.configure_model(model)
 
     def param_groups(self, groups: ParamGroups) -> ParamGroups:
