@@ -115,10 +115,10 @@ def test_python_sdk_submits_and_waits(live_service: LiveService, team_key: tuple
     spec = yaml.safe_load(QUICKSTART)
     spec["train"]["steps"] = 100
     with Client(live_service.base_url, team_key[1]) as sdk:
-        job = sdk.wait(sdk.submit(spec, idempotency_key="sdk-1")["id"], timeout=120, poll=0.3)
-        assert job["status"] == "succeeded"
-        assert sdk.submit(spec, idempotency_key="sdk-1")["id"] == job["id"]
-        assert sdk.metrics(job["id"], "loss")["series"]["loss"]["steps"][-1] == 100
+        job = sdk.wait(sdk.submit(spec, idempotency_key="sdk-1").id, timeout=120)
+        assert job.status == "succeeded"
+        assert sdk.submit(spec, idempotency_key="sdk-1").id == job.id
+        assert sdk.metrics(job.id, "loss").series["loss"].steps[-1] == 100
         try:
             sdk.submit({**spec, "optimizer": {"name": "no_such_optimizer"}})
         except ApiError as exc:
