@@ -1,4 +1,4 @@
-// Building DOM safely: text always goes in as text nodes, never through innerHTML.
+// Building DOM safely: text always goes in as text nodes, never parsed as HTML.
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
