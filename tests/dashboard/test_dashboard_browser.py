@@ -27,6 +27,14 @@ SPEC = (
     (REPO_ROOT / "examples" / "quickstart.yaml").read_bytes().replace(b"steps: 600", b"steps: 200")
 )
 
+TINY = {
+    "data": {"name": "digits", "batch_size": 32},
+    "model": {"name": "mlp", "hidden": [8]},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "train": {"steps": 10},
+}
+HOSTILE_NAME = "<img src=x onerror=window.pwned=1>"
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -75,6 +83,9 @@ def test_login_table_and_loss_curve(
         job_id = created.json()["id"]
         assert wait_job(api, job_id, {"succeeded", "failed", "cancelled"})["status"] == "succeeded"
         series = api.get(f"/v1/jobs/{job_id}/metrics").json()["series"]
+        # A name that would run script if the page ever parsed it as HTML; cancelled at once.
+        hostile = api.post("/v1/jobs", json={**TINY, "name": HOSTILE_NAME}).json()["id"]
+        assert api.post(f"/v1/jobs/{hostile}/cancel").status_code == 200
     losses = {name: len(s["steps"]) for name, s in series.items() if name.endswith("loss")}
     worker_lines = [
         json.loads(line)
@@ -98,6 +109,10 @@ def test_login_table_and_loss_curve(
     assert row.get_attribute("data-status") == "succeeded"
     assert page.evaluate("sessionStorage.getItem('regimen.apiKey')") == key
     assert page.evaluate("localStorage.length") == 0  # gone when the tab closes
+    hostile_row = page.wait_for_selector(f"#jobs-table tr[data-job-id='{hostile}']")
+    assert hostile_row.query_selector("a.job-link").text_content() == HOSTILE_NAME
+    assert page.query_selector("#jobs-table img") is None
+    assert page.evaluate("window.pwned") is None
     page.screenshot(path=tmp_path / "jobs.png")
 
     page.click(f"#jobs-table tr[data-job-id='{job_id}'] a.job-link")
