@@ -237,7 +237,8 @@ def train(
         loss_sum.copy_(tally["loss_sum"])
         correct.copy_(tally["correct"])
         seen, since_log = tally["seen"], tally["since_log"]
-        regularizers.load_log_state(tally["penalties"])
+        sums = {k: v.to(device) for k, v in tally["penalties"]["sums"].items()}  # CPU on load
+        regularizers.load_log_state({**tally["penalties"], "sums": sums})
         last.update(tally["last"])
     saved: tuple[int, Path | None, Path | None] = (-1, None, None)  # step, weights, full state
 

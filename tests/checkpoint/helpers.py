@@ -16,6 +16,7 @@ from trainlib import CollectingSink, parse_spec, train
 from trainlib.spec import JobSpec
 
 CPU = torch.device("cpu")
+DIGITS = {"name": "digits", "batch_size": 256}
 
 
 def job(
@@ -28,11 +29,12 @@ def job(
     steps: int = 8,
     **train_settings: Any,
 ) -> JobSpec:
-    """Digits in batches of 256 (6 steps an epoch, so 8 steps reshuffle once) and a small MLP."""
+    """Digits in batches of 256 (6 steps an epoch, so 8 steps reshuffle once) and a small MLP;
+    `data` with a name replaces the digits, without one it changes their settings."""
     raw: dict[str, Any] = {
         "name": "resume",
         "seed": 3,
-        "data": {"name": "digits", "batch_size": 256, **(data or {})},
+        "data": data if data and "name" in data else {**DIGITS, **(data or {})},
         "model": model or {"name": "mlp", "hidden": [16]},
         "optimizer": optimizer or {"name": "adamw", "lr": 3e-3},
         "regularizers": regularizers or [],

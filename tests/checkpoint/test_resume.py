@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.checkpoint.helpers import assert_resume_is_bit_identical, job
+from tests.checkpoint.helpers import DIGITS, assert_resume_is_bit_identical, job
 from trainlib import train
 from trainlib.checkpoint import read_state_info
 
@@ -90,3 +90,21 @@ def test_resume_at_the_last_step_finishes_without_training(tmp_path: Path) -> No
     )
     assert again.status == "completed" and again.step == 4
     assert again.final_metrics == done.final_metrics
+
+
+def test_a_task_sequence_resumes_inside_its_second_task(tmp_path: Path) -> None:
+    data = {
+        "name": "task_sequence",
+        "base": DIGITS,
+        "kind": "permuted_input",
+        "n_tasks": 3,
+        "steps_per_task": 3,
+    }
+    whole = assert_resume_is_bit_identical(job(data=data, steps=8), tmp_path, stop_at=4)
+    assert {name for _, name, _ in whole.metrics} >= {"task", "task_loss"}
+
+
+def test_a_character_language_model_resumes(tmp_path: Path) -> None:
+    data = {"name": "char_text", "batch_size": 8, "context_length": 16}
+    model = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16}
+    assert_resume_is_bit_identical(job(data=data, model=model, steps=6), tmp_path)
