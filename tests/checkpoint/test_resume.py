@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.checkpoint.helpers import DIGITS, assert_resume_is_bit_identical, job
 from trainlib import train
-from trainlib.checkpoint import read_state_info
+from trainlib.checkpoint import load_state, read_state_info
 
 OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -108,3 +109,23 @@ def test_a_character_language_model_resumes(tmp_path: Path) -> None:
     data = {"name": "char_text", "batch_size": 8, "context_length": 16}
     model = {"name": "transformer", "d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 16}
     assert_resume_is_bit_identical(job(data=data, model=model, steps=6), tmp_path)
+
+
+def test_schedule_free_state_holds_y_and_z_while_the_weights_file_holds_x(tmp_path: Path) -> None:
+    spec = job(optimizer=OPTIMIZERS["schedulefree"], steps=4)
+    done = train(spec, None, out_dir=tmp_path, device=torch.device("cpu"))
+    assert done.state is not None and done.checkpoint is not None
+    state = load_state(done.state, spec_hash=None)[1]
+    x, y = load_file(str(done.checkpoint)), state["model"]
+    groups = state["optimizer"]["param_groups"]
+    assert all(group["train_mode"] is True for group in groups)
+    checked = 0
+    for group in groups:
+        beta1 = group["betas"][0]
+        for name, index in zip(group["names"], group["params"], strict=True):
+            z = state["optimizer"]["state"][index]["z"]
+            assert not torch.equal(x[name], y[name]) and not torch.equal(z, y[name])
+            # x from y and z as the optimizer's eval() computes it: y.lerp(z, 1 - 1/beta1)
+            assert torch.equal(x[name], y[name].lerp(z, 1 - 1 / beta1))
+            checked += 1
+    assert checked == len(y) == 4
