@@ -42,7 +42,16 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never half
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)  # and the rename itself survives a crash
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
