@@ -79,7 +79,7 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ApiError as exc:
             if exc.errors:  # a headline, then one line per field: "path: message"
-                headline = exc.message.split(": ")[0] if ": " in exc.message else "invalid"
+                headline = exc.message.split(": ")[0]
                 err.print(f"[red]error[/red] ({exc.status_code}): {headline}")
                 for e in exc.errors:
                     err.print(f"  {e.get('path')}: {e.get('message')}")

@@ -43,6 +43,8 @@ class ApiError(RuntimeError):
         """The server's `detail` as text."""
         if isinstance(self.detail, dict):
             inner = self.detail.get("detail", self.detail)
+            if isinstance(inner, list):  # FastAPI's request validation: see `errors`
+                return "invalid request"
             return inner if isinstance(inner, str) else str(inner)
         return str(self.detail)
 
@@ -56,7 +58,10 @@ class ApiError(RuntimeError):
         found = self.detail.get("detail")
         if isinstance(found, list):
             return [
-                {"path": ".".join(str(p) for p in e.get("loc", [])[1:]), "message": e.get("msg")}
+                {
+                    "path": ".".join(str(p) for p in e.get("loc", [])[1:]) or "(request)",
+                    "message": str(e.get("msg", "")).removeprefix("Value error, "),
+                }
                 for e in found
                 if isinstance(e, dict)
             ]

@@ -147,6 +147,9 @@ def test_unknown_jobs_and_an_unreachable_service_are_messages_not_tracebacks(
     missing = regimen(env, "status", "00000000-0000-0000-0000-000000000000")
     assert missing.exit_code == 1
     assert "(404)" in missing.stderr and "no job" in missing.stderr
+    malformed = regimen(env, "status", "not-an-id")
+    assert malformed.exit_code == 2
+    assert "  job_id: Input should be a valid UUID" in malformed.stderr
     down = regimen({**env, "REGIMEN_URL": "http://127.0.0.1:9"}, "ls")
     assert down.exit_code == 1
     assert "cannot reach the service" in down.stderr
