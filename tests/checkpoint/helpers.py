@@ -4,6 +4,7 @@ and stopped then resumed by a fresh `train()` call) whose results must be bit-id
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from trainlib import CollectingSink, parse_spec, train
+from trainlib.checkpoint import state_path
 from trainlib.spec import JobSpec
 
 CPU = torch.device("cpu")
@@ -84,9 +86,9 @@ def _finished(sinks: list[CollectingSink], out: Path, final_metrics: dict[str, f
     )
 
 
-def run_whole(spec: JobSpec, out: Path) -> Run:
+def run_whole(spec: JobSpec, out: Path, **options: Any) -> Run:
     sink = CollectingSink()
-    result = train(spec, sink, out_dir=out, device=CPU)
+    result = train(spec, sink, out_dir=out, device=CPU, **options)
     assert result.status == "completed"
     return _finished([sink], out, result.final_metrics)
 
@@ -98,19 +100,22 @@ def scramble_global_rngs() -> None:
     np.random.seed(98765)
 
 
-def run_resumed(spec: JobSpec, out: Path, stop_at: int) -> Run:
-    """Stop after `stop_at` steps, then continue from the stop's full state in a new train()."""
-    first = StopAfter(stop_at)
-    stopped = train(spec, first, out_dir=out, device=CPU)
-    assert stopped.status == "stopped" and stopped.step == stop_at
-    assert stopped.state is not None and stopped.state.name == f"state-{stop_at:08d}.safetensors"
-    assert first.checkpoints[-1] == (stop_at, stopped.state)
-    scramble_global_rngs()
-    second = CollectingSink()
-    result = train(spec, second, out_dir=out, device=CPU, resume_from=stopped.state)
-    assert result.status == "completed" and result.step == spec.train.steps
-    assert all(m.step > stop_at for m in second.metrics)
-    return _finished([first, second], out, result.final_metrics)
+def run_resumed(spec: JobSpec, out: Path, stops: Sequence[int], **options: Any) -> Run:
+    """Stop after each step count in `stops`, each time continuing from the stop's full state in
+    a new train() call (global RNGs scrambled in between), then run to the end."""
+    sinks: list[CollectingSink] = []
+    state: Path | None = None
+    done = 0
+    for stop_at in [*stops, spec.train.steps]:
+        sink = StopAfter(stop_at - done)
+        result = train(spec, sink, out_dir=out, device=CPU, resume_from=state, **options)
+        assert result.step == stop_at and all(done < m.step <= stop_at for m in sink.metrics)
+        assert result.state == state_path(out, stop_at) and sink.checkpoints[-1][1] == result.state
+        sinks.append(sink)
+        state, done = result.state, stop_at
+        scramble_global_rngs()
+    assert result.status == "completed"
+    return _finished(sinks, out, result.final_metrics)
 
 
 def assert_same_tensors(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
@@ -120,10 +125,15 @@ def assert_same_tensors(expected: dict[str, torch.Tensor], got: dict[str, torch.
         assert torch.equal(value, got[key]), key
 
 
-def assert_resume_is_bit_identical(spec: JobSpec, tmp_path: Path, stop_at: int = 3) -> Run:
-    """Weights, the full final state and every metric equal the uninterrupted run's."""
-    whole = run_whole(spec, tmp_path / "whole")
-    resumed = run_resumed(spec, tmp_path / "resumed", stop_at)
+def assert_resume_is_bit_identical(
+    spec: JobSpec, tmp_path: Path, stop_at: int | Sequence[int] = 3, **options: Any
+) -> Run:
+    """Weights, the full final state and every metric equal the uninterrupted run's.
+
+    `options` go to every train() call (resolve_job for a distillation teacher)."""
+    whole = run_whole(spec, tmp_path / "whole", **options)
+    stops = [stop_at] if isinstance(stop_at, int) else list(stop_at)
+    resumed = run_resumed(spec, tmp_path / "resumed", stops, **options)
     assert resumed.metrics == whole.metrics
     assert resumed.final_metrics == whole.final_metrics
     assert_same_tensors(whole.weights, resumed.weights)

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 import trainlib.spec  # registers every component; JobSpec below
-from tests.checkpoint.helpers import assert_resume_is_bit_identical, job
+from tests.checkpoint.helpers import CPU, assert_resume_is_bit_identical, job
+from trainlib import resolve, train
 from trainlib.registries import LOSSES, REGULARIZERS
 
-#: kd distils from another finished job (the service's resolve_job); ps_kd covers its machinery
+#: kd distils from another finished job (the service's resolve_job): tested on its own below
 NEEDS_A_TEACHER_JOB = {"kd"}
 
 #: settings and job changes for regularizers that cannot run on defaults and flat digits
@@ -59,3 +60,12 @@ def test_loss_resumes_bit_identically(name: str, tmp_path: Path) -> None:
 )
 def test_training_options_resume_bit_identically(train: dict[str, Any], tmp_path: Path) -> None:
     assert_resume_is_bit_identical(short(**train), tmp_path, stop_at=2)
+
+
+def test_kd_from_a_teacher_job_resumes_bit_identically(tmp_path: Path) -> None:
+    teacher = job(steps=4, model={"name": "mlp", "hidden": [24]})
+    done = train(teacher, None, out_dir=tmp_path / "teacher", device=CPU)
+    assert done.checkpoint is not None
+    found = (resolve(teacher), done.checkpoint)
+    spec = short(regularizers=[{"name": "kd", "teacher_job": "teacher-1"}])
+    assert_resume_is_bit_identical(spec, tmp_path, stop_at=2, resolve_job=lambda _job: found)

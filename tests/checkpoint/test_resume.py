@@ -129,3 +129,10 @@ def test_schedule_free_state_holds_y_and_z_while_the_weights_file_holds_x(tmp_pa
             assert torch.equal(x[name], y[name].lerp(z, 1 - 1 / beta1))
             checked += 1
     assert checked == len(y) == 4
+
+
+def test_a_chain_of_stops_and_resumes_equals_one_run(tmp_path: Path) -> None:
+    # each resumed run writes the state the next one starts from, stops off and on log steps
+    model = {"name": "mlp", "hidden": [16], "dropout": 0.1}
+    spec = job(model=model, regularizers=[{"name": "mixup"}, {"name": "ema", "decay": 0.5}])
+    assert_resume_is_bit_identical(spec, tmp_path, stop_at=(1, 4, 5, 7))
