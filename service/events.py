@@ -5,6 +5,11 @@ Both only grow, so a client reconnecting with `Last-Event-ID: E-S` gets exactly 
 Metric steps work as a cursor because the training sink writes all of a step's metrics, with
 the progress, in one transaction, and one attempt writes steps in increasing order. A retry
 rewrites steps from its checkpoint onwards; those at or below S are not sent again.
+
+Job-event ids come from one sequence, and every writer of a job's events first updates or locks
+the job's row (claim, progress and checkpoints, finish, cancel, requeue) or creates it, taking its
+id only after that lock: one job's events therefore commit in id order, and a stream past id E
+can never see a smaller id appear later. Keep it so when adding a kind of event.
 """
 
 from __future__ import annotations
