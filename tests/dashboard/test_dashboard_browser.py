@@ -83,7 +83,8 @@ def test_login_table_and_loss_curve(
         job_id = created.json()["id"]
         assert wait_job(api, job_id, {"succeeded", "failed", "cancelled"})["status"] == "succeeded"
         series = api.get(f"/v1/jobs/{job_id}/metrics").json()["series"]
-        # A name that would run script if the page ever parsed it as HTML; cancelled at once.
+        # A name that would run script if the page ever parsed it as HTML; cancelled (at once
+        # if still queued, else at its next step).
         hostile = api.post("/v1/jobs", json={**TINY, "name": HOSTILE_NAME}).json()["id"]
         assert api.post(f"/v1/jobs/{hostile}/cancel").status_code == 200
     losses = {name: len(s["steps"]) for name, s in series.items() if name.endswith("loss")}
@@ -119,6 +120,11 @@ def test_login_table_and_loss_curve(
     chart = page.wait_for_selector("figure[data-chart='loss'][data-drawn='true']")
     assert json.loads(chart.get_attribute("data-points") or "{}") == losses
     assert chart.query_selector("canvas") is not None
+    # The log-scale toggle redraws the chart; losses are positive, so every point stays.
+    chart.evaluate("figure => { figure.dataset.drawn = 'false'; }")
+    chart.query_selector("input.log-toggle").click()
+    page.wait_for_selector("figure[data-chart='loss'][data-drawn='true']")
+    assert json.loads(chart.get_attribute("data-points") or "{}") == losses
     page.wait_for_selector(".job[data-status='succeeded']")
     shot = tmp_path / "job.png"
     page.screenshot(path=shot, full_page=True)

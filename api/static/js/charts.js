@@ -18,6 +18,7 @@ function isNumber(v) {
 
 // Axis labels: plain decimals, or exponents for tiny or huge values (learning rates).
 function tick(v) {
+  if (v === null || v === undefined) return ""; // a log axis leaves some ticks unlabelled
   if (v === 0) return "0";
   const a = Math.abs(v);
   return a < 1e-2 || a >= 1e5 ? v.toExponential(1) : String(Number(v.toPrecision(4)));

@@ -64,7 +64,16 @@ function eventsTable(events) {
   );
 }
 
-function artifactsTable(jobId, artifacts) {
+/** Checkpoint file name -> step, from the job's checkpoint events. */
+function checkpointSteps(events) {
+  const steps = new Map();
+  for (const e of events) {
+    if (e.kind === "checkpoint" && typeof e.detail.name === "string") steps.set(e.detail.name, e.detail.step);
+  }
+  return steps;
+}
+
+function artifactsTable(jobId, artifacts, checkpoints) {
   if (artifacts.length === 0) return h("p", { class: "muted" }, "no artifacts yet");
   return h(
     "table",
@@ -77,7 +86,12 @@ function artifactsTable(jobId, artifacts) {
         h(
           "tr",
           {},
-          h("td", {}, h("code", {}, a.name), a.name.includes("checkpoint") ? h("span", { class: "badge" }, "checkpoint") : null),
+          h(
+            "td",
+            {},
+            h("code", {}, a.name),
+            checkpoints.has(a.name) ? h("span", { class: "badge" }, `checkpoint, step ${checkpoints.get(a.name)}`) : null,
+          ),
           h("td", { class: "num" }, bytes(a.size_bytes)),
           h("td", {}, new Date(a.modified_at * 1000).toLocaleString()),
           h(
@@ -180,7 +194,7 @@ export function renderJob(view, jobId) {
     merge(metrics.series);
     drawCurves();
     events.replaceChildren(eventsTable(history));
-    artifacts.replaceChildren(artifactsTable(jobId, files));
+    artifacts.replaceChildren(artifactsTable(jobId, files, checkpointSteps(history)));
     page.dataset.loaded = "true";
     return !FINAL.has(job.status); // a finished job needs no more polling
   }

@@ -1,7 +1,7 @@
 // The jobs table: status filter, live refresh, pick up to 8 jobs to compare.
 
 import { get } from "./api.js";
-import { duration, errorBox, h, number, statusBadge, time } from "./dom.js";
+import { FINAL, duration, errorBox, h, number, statusBadge, time } from "./dom.js";
 import { poll } from "./poll.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
@@ -76,7 +76,13 @@ export function renderJobs(view, params) {
       { dataset: { jobId: job.id, status: job.status } },
       h("td", {}, box),
       h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "job-link" }, job.name)),
-      h("td", {}, statusBadge(job.status), job.failure?.reason ? h("span", { class: "muted" }, ` ${job.failure.reason}`) : null),
+      h(
+        "td",
+        {},
+        statusBadge(job.status),
+        job.failure?.reason ? h("span", { class: "muted" }, ` ${job.failure.reason}`) : null,
+        job.cancel_requested && !FINAL.has(job.status) ? h("span", { class: "muted" }, " cancelling") : null,
+      ),
       h("td", {}, progressBar(job.progress)),
       h("td", { class: "num" }, number(metrics.loss)),
       h("td", { class: "num" }, number(metrics.val_accuracy)),
