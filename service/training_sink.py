@@ -136,6 +136,11 @@ class DatabaseSink:
             write_metrics(session, self.job_id, self._pending)
             for step, path in self._files:
                 self._publish(session, step, path, latest)
+        # Committed: a published state file lives on as the job folder's link, so the attempt's
+        # own copy goes (the trainer does not prune; the database decides what is kept).
+        for _, path in self._files:
+            if is_state_file(path.name):
+                path.unlink(missing_ok=True)
         self._latest = latest
         self._pending.clear()
         self._files.clear()

@@ -13,9 +13,9 @@ import signal
 import sys
 import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import torch
 
@@ -30,26 +30,39 @@ from service.settings import Settings
 from service.states import FailureReason
 from service.storage import ArtifactStore
 from service.training_sink import DatabaseSink, DatabaseUnavailable, LeaseLost
+from trainlib.checkpoint import read_state_info
 from trainlib.errors import TrainingError
 from trainlib.loop import train
-from trainlib.spec import JobSpec, parse_spec
+from trainlib.spec import JobSpec, parse_spec, resolve, spec_hash
 from workers.outcome import LEASE_LOST_EXIT, Outcome
 
 log = logging.getLogger("regimen.trainer")
 
 
-def start_point(
-    factory: SessionFactory, store: ArtifactStore, job: Job
-) -> tuple[Path | None, str | None]:
-    """The checkpoint to resume from and why: this job's latest, else the fork source."""
+@dataclass(frozen=True)
+class StartPoint:
+    """Where an attempt starts: a full state to resume, or weights to warm-start from."""
+
+    resume_from: Path | None = None
+    warm_start: Path | None = None
+    why: str | None = None
+
+
+def start_point(factory: SessionFactory, store: ArtifactStore, job: Job, digest: str) -> StartPoint:
+    """This job's latest checkpoint (a retry); else the fork source: its whole state when the
+    fork's spec is the one that wrote it, else only its model weights (changed settings)."""
     with factory() as session:
         own = find_checkpoint(session, job.id, None)
-        if own is not None:
-            return store.path(job.id, own.name), f"resuming from {own.name} (step {own.step})"
-        if job.parent_job_id is not None and job.forked_from:
-            path = store.path(job.parent_job_id, job.forked_from)
-            return path, f"forked from {job.parent_job_id}/{job.forked_from}"
-    return None, None
+    if own is not None:
+        path = store.path(job.id, own.name)
+        return StartPoint(resume_from=path, why=f"resuming from {own.name} (step {own.step})")
+    if job.parent_job_id is None or not job.forked_from:
+        return StartPoint()
+    source = store.path(job.parent_job_id, job.forked_from)
+    origin = f"{job.parent_job_id}/{job.forked_from}"
+    if read_state_info(source).spec_hash == digest:
+        return StartPoint(resume_from=source, why=f"forked from {origin}: continuing its state")
+    return StartPoint(warm_start=source, why=f"forked from {origin}: its weights, fresh state")
 
 
 def out_of_memory(spec: JobSpec) -> Outcome:
@@ -89,19 +102,19 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
     spec = parse_spec(job.resolved_spec)
     out_dir = attempt_dir(store, job_id, attempt)
     out_dir.mkdir(parents=True, exist_ok=True)
-    resume, why = start_point(factory, store, job)
-    # Until trainlib's train() takes resume_from everywhere, a first run passes nothing.
-    extra: dict[str, Any] = {"resume_from": resume} if resume is not None else {}
-    if why:
-        log.info("job %s attempt %d: %s", job_id, attempt, why)
     try:
+        start = start_point(factory, store, job, spec_hash(resolve(spec)))
+        if start.why:
+            log.info("job %s attempt %d: %s", job_id, attempt, start.why)
         done = train(
             spec,
             sink,
             out_dir=out_dir,
+            resume_from=start.resume_from,
+            warm_start=start.warm_start,
             resolve_job=resolver(factory, team_id, store),
             resolve_dataset=dataset_resolver(factory, team_id, store),
-            **extra,
+            prune_checkpoints=False,  # the sink publishes, then removes each; the database prunes
         )
         weights = [p for p in sorted(out_dir.glob("*.safetensors")) if not is_state_file(p.name)]
         sink.close(extra_files=weights)
