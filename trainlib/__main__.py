@@ -13,6 +13,7 @@ import yaml
 
 from trainlib.catalog import catalog
 from trainlib.checkpoint import CheckpointError, read_state_info
+from trainlib.distributed import from_environment, shutdown
 from trainlib.loop import train
 from trainlib.sink import CollectingSink, Metric
 from trainlib.spec import SpecError, parse_spec
@@ -57,12 +58,17 @@ def _run(spec_path: Path, out: Path, resume: Path | None) -> int:
             print(f"error: {err['path']}: {err['message']}", file=sys.stderr)
         return 2
     sink = _PrintingSink()
+    dist = from_environment()  # under torchrun: one of N data-parallel processes
     try:
         resumed_at = read_state_info(resume).step if resume is not None else None
-        result = train(spec, sink, out_dir=out, resume_from=resume)
+        result = train(spec, sink, out_dir=out, resume_from=resume, distributed=dist)
     except CheckpointError as exc:
         print(f"error: --resume: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown(dist)
+    if not dist.is_main:  # rank 0 reports for all
+        return 0
     _write_metrics(out / "metrics.csv", sink.metrics, resumed_at)
     print(json.dumps({"status": result.status, "step": result.step, **result.final_metrics}))
     return 0

@@ -31,6 +31,7 @@ from trainlib.components.inits_base import InitContext, apply_init
 from trainlib.components.schedules_runtime import build_scheduler
 from trainlib.compression import apply_bitnet, build_pruner
 from trainlib.data import BatchOrder, DataBundle
+from trainlib.distributed import Distributed
 from trainlib.errors import DataError, Diverged
 from trainlib.optim.base import innermost
 from trainlib.optim.build import build_optimizer
@@ -151,6 +152,7 @@ def train(
     resume_from: Path | None = None,
     warm_start: Path | None = None,
     prune_checkpoints: bool = True,
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train `spec` to the end (or until the sink asks to stop); the last checkpoint in out_dir.
 
@@ -162,9 +164,14 @@ def train(
     Full states go to out_dir every `train.checkpoint_every` steps, at a stop and at the end;
     `prune_checkpoints` keeps only `train.keep_checkpoints` of them there (the service, which
     prunes through its database, turns it off).
+    `distributed` (torchrun's processes, trainlib/distributed.py): each process trains its share
+    of every global batch through DDP; only rank 0 reports and writes checkpoints.
     """
+    dist = distributed or Distributed()
+    if not dist.is_main:
+        sink, out_dir = NullSink(), None
     sink = sink or NullSink()
-    device = device or pick_device(spec.train.device)
+    device = dist.device(device or pick_device(spec.train.device))
     torch.manual_seed(spec.seed)
 
     data: DataBundle = load_data(spec.data, spec.seed, resolve_dataset).to(device)
@@ -199,6 +206,7 @@ def train(
     optimizer = build_optimizer(
         spec.optimizer, model, adjust_groups=init.after(regularizers.param_groups)
     )
+    net = dist.wrap(model)  # forward passes go through DDP; state and evaluation use the model
     scheduler = build_scheduler(
         spec.schedule,
         innermost(optimizer),
@@ -286,21 +294,21 @@ def train(
         return saved[1], saved[2]
 
     while step < n_steps:
-        if sink.should_stop():
+        if dist.any(sink.should_stop(), device):  # every process stops at the same step
             return TrainResult("stopped", step, n_steps, last, *save(step))
         if data.tasks is not None and data.tasks.task_at(step) != task:
             task = data.tasks.task_at(step)  # follows from the step, so a resume lands right
             data = data.for_task(task)
             batches = order.batches(data)
-        x, y, indices = next(batches)
+        x, y, indices = (dist.shard(t) for t in next(batches))
         labels = y
         if regularizers:
             x, y = regularizers.transform_batch(x, y, indices, step)
-            compute_loss = regularizers.loss_closure(loss_fn, model, x, indices, step)
+            compute_loss = regularizers.loss_closure(loss_fn, net, x, indices, step)
         else:
             compute_loss = loss_fn
         with precision.autocast():
-            loss, logits = step_fn(model, optimizer, x, y, compute_loss)
+            loss, logits = step_fn(net, optimizer, x, y, compute_loss)
         regularizers.after_step(model, optimizer, step)
         if pruner is not None:
             pruner.after_step(step + 1)
@@ -316,6 +324,11 @@ def train(
 
         points: dict[str, float] = {}
         if step % cfg.log_every == 0 or step == n_steps:
+            if dist.enabled:  # the global batch's figures: shard means averaged, counts summed
+                loss_sum.copy_(dist.sum(loss_sum) / dist.world_size)
+                tally = dist.sum(torch.stack([correct, torch.tensor(seen, device=device)]))
+                correct.copy_(tally[0])
+                seen = int(tally[1].item())
             mean_loss = loss_sum.item() / since_log
             if not math.isfinite(mean_loss):
                 raise Diverged(step, mean_loss)
