@@ -130,6 +130,8 @@ def v1_calls() -> list[tuple[str, str]]:
             continue
         concrete = (
             path.replace("{job_id}", str(uuid.uuid4()))
+            .replace("{sweep_id}", str(uuid.uuid4()))
+            .replace("{dataset_id}", str(uuid.uuid4()))
             .replace("{kind}", "optimizer")
             .replace("{name}", "model.safetensors")
         )
@@ -478,7 +480,13 @@ def test_validate_resolves_and_estimates(
     assert resolved["optimizer"]["name"] == "adamw"
     assert resolved["optimizer"]["lr"] == pytest.approx(2e-3)
     assert resolved["optimizer"]["betas"] == [0.9, 0.999]  # a default filled in
-    assert resolved["resources"] == {"gpus": 0, "max_runtime_s": 86400, "max_attempts": 3}
+    assert resolved["resources"] == {
+        "gpus": 0,
+        "priority": "normal",
+        "max_runtime_s": 86400,
+        "max_attempts": 3,
+        "max_queue_s": 7 * 24 * 3600,
+    }
     assert resolved["init"]["name"] == "default"
     assert resolved["train"]["steps"] == 600
     assert len(body["spec_hash"]) == 64
