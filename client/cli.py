@@ -134,9 +134,12 @@ def load_spec(path: Path, sets: list[str] | None) -> dict[str, Any]:
 def follow(client: Client, job_id: str, console: Console) -> Job:
     """A live bar from the job's event stream until it ends; its final state."""
     job = client.job(job_id)
-    with JobProgress(console, job.name, job.progress.total) as bar:
-        for event in client.events(job_id):
-            bar.on_event(event)
+    try:
+        with JobProgress(console, job.name, job.progress.total) as bar:
+            for event in client.events(job_id):
+                bar.on_event(event)
+    except KeyboardInterrupt:
+        raise _Failed(f"stopped watching; the job goes on: regimen watch {job_id}", 130) from None
     return client.job(job_id)
 
 
