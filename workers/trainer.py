@@ -9,8 +9,10 @@ from the parent's (a fork), and publishes through the fenced DatabaseSink.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
+import threading
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -65,6 +67,20 @@ def start_point(factory: SessionFactory, store: ArtifactStore, job: Job, digest:
     return StartPoint(warm_start=source, why=f"forked from {origin}: its weights, fresh state")
 
 
+def watch_supervisor(sink: DatabaseSink, period: float = 1.0) -> None:
+    """If the supervisor dies (a killed worker), checkpoint and stop rather than train on
+    unsupervised until the lease runs out: the retry then resumes from a fresher state."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not sink.stop_requested.wait(period):
+            if os.getppid() != parent:
+                log.warning("the supervisor (pid %d) is gone: checkpointing and stopping", parent)
+                sink.stop_requested.set()
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
 def out_of_memory(spec: JobSpec) -> Outcome:
     batch = getattr(spec.data, "batch_size", "?")
     return Outcome(
@@ -93,6 +109,7 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
         sink.stop_requested.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    watch_supervisor(sink)
     with factory() as session:
         job = session.get(Job, job_id)
         if job is None:

@@ -8,6 +8,8 @@ registered checkpoint and ends with the weights of an uninterrupted run, bit for
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -102,6 +104,41 @@ def test_sigkilled_worker_job_resumes_on_attempt_2_bit_identically(
             assert tensor.equal(theirs[name]), name
     # The figure for the note: from the kill to attempt 2 running (a new worker's start included).
     print(f"\nworker SIGKILL: attempt 2 running {recovery_s:.1f} s after the kill")
+
+
+def test_orphaned_trainer_checkpoints_and_stops_then_the_retry_resumes_there(
+    scenario_env: dict[str, str], logs: Path, team_key: tuple[str, str]
+) -> None:
+    """Only the worker dies: its trainer notices, saves a checkpoint where it is and exits."""
+    spec = tiny_spec(2000, checkpoint_every=1000)
+    with (
+        cluster(scenario_env, logs, workers=1) as live,
+        api_client(live.api_url, team_key[1]) as http,
+    ):
+        job_id = http.post("/v1/jobs", json=spec).json()["id"]
+        wait_until(
+            lambda: http.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] >= 50,
+            120,
+            "the job training",
+            poll=0.05,
+        )
+        worker = live.workers.pop("w1")
+        os.killpg(worker.popen.pid, signal.SIGKILL)  # the trainer has its own group: it lives
+        worker.popen.wait(10)
+        orphan_saved = wait_until(
+            lambda: http.get(f"/v1/jobs/{job_id}/checkpoints").json(), 60, "the orphan's state"
+        )
+        stopped_at = orphan_saved[-1]["step"]
+        assert 50 <= stopped_at < 1000  # not a periodic checkpoint: saved at the stop
+
+        live.start_worker("w2")
+        job = wait_job(http, job_id, FINAL, timeout=180)
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        attempt_2 = Path(scenario_env["REGIMEN_VAR_DIR"]) / "artifacts" / job_id
+        log = (attempt_2 / "trainer-attempt-2.log").read_text()
+        assert f"resuming from state-{stopped_at:08d}.safetensors" in log
+        steps = metric_series(http, job_id)["loss"]["steps"]
+        assert steps == list(range(5, 2001, 5))
 
 
 def test_duplicate_messages_and_two_racing_workers_run_one_attempt(
