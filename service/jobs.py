@@ -237,6 +237,9 @@ def retry_or_fail(
     job = lock_attempt(session, job_id, attempt, owner)
     if job is None:
         return None
+    if job.cancel_requested:  # it was stopping anyway: a retry would never be claimed
+        finish_job(session, job_id, attempt, owner, JobStatus.CANCELLED, message=message)
+        return JobStatus.CANCELLED
     if job.attempt < job.max_attempts:
         requeue_attempt(session, job_id, attempt, owner, reason, message)
         return JobStatus.QUEUED

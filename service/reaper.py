@@ -26,6 +26,7 @@ from service.states import FailureReason, JobStatus
 class Reaped:
     requeued: list[uuid.UUID] = field(default_factory=list)
     worker_lost: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
     queue_timeouts: list[uuid.UUID] = field(default_factory=list)
 
 
@@ -34,15 +35,20 @@ def reap(session: Session, now: datetime | None = None) -> Reaped:
     now = now or utcnow()
     result = Reaped()
     expired = session.execute(
-        select(Job.id, Job.attempt, Job.max_attempts, Job.lease_owner).where(
+        select(Job.id, Job.attempt, Job.max_attempts, Job.lease_owner, Job.cancel_requested).where(
             Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
         )
     ).all()
-    for job_id, attempt, max_attempts, owner in expired:
-        if attempt < max_attempts:
+    for job_id, attempt, max_attempts, owner, cancel in expired:
+        if cancel:  # it was stopping anyway: no retry (a claim would refuse it forever)
+            if _end_expired(session, job_id, attempt, owner, now, JobStatus.CANCELLED, None):
+                result.cancelled.append(job_id)
+        elif attempt < max_attempts:
             if _requeue_expired(session, job_id, attempt, owner, now):
                 result.requeued.append(job_id)
-        elif _fail_expired(session, job_id, attempt, owner, now):
+        elif _end_expired(
+            session, job_id, attempt, owner, now, JobStatus.FAILED, FailureReason.WORKER_LOST
+        ):
             result.worker_lost.append(job_id)
     result.queue_timeouts = _queue_timeouts(session, now)
     return result
@@ -90,17 +96,26 @@ def _requeue_expired(
     return True
 
 
-def _fail_expired(
-    session: Session, job_id: uuid.UUID, attempt: int, owner: str | None, now: datetime
+def _end_expired(
+    session: Session,
+    job_id: uuid.UUID,
+    attempt: int,
+    owner: str | None,
+    now: datetime,
+    status: JobStatus,
+    reason: FailureReason | None,
 ) -> bool:
-    message = f"lease expired (worker {owner}) on attempt {attempt}, the last one allowed"
+    if reason is not None:
+        message = f"lease expired (worker {owner}) on attempt {attempt}, the last one allowed"
+    else:
+        message = f"lease expired (worker {owner}) while a cancel was pending"
     done = session.execute(
         update(Job)
         .where(_expired(job_id, attempt, owner, now))
         .values(
-            status=JobStatus.FAILED,
-            failure_reason=FailureReason.WORKER_LOST,
-            failure_message=message,
+            status=status,
+            failure_reason=reason,
+            failure_message=message if reason else None,
             lease_owner=None,
             lease_expires_at=None,
             finished_at=now,
@@ -110,15 +125,8 @@ def _fail_expired(
     ).scalar_one_or_none()
     if done is None:
         return False
-    add_event(
-        session,
-        job_id,
-        attempt,
-        "status",
-        JobStatus.FAILED,
-        reason=FailureReason.WORKER_LOST,
-        message=message,
-    )
+    detail = {"reason": reason, "message": message} if reason else {"message": message}
+    add_event(session, job_id, attempt, "status", status, **detail)
     return True
 
 

@@ -471,3 +471,73 @@ def test_submission_while_the_broker_is_down_is_stored_queued_with_201(
     assert (job.status, job.dispatched_at) == ("queued", None)  # the dispatcher will send it
     with session_factory() as session:
         assert session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id)) is None
+
+
+def test_a_lost_worker_of_a_cancelling_job_ends_it_cancelled(
+    session_factory: SessionFactory, submit: Callable[..., uuid.UUID]
+) -> None:
+    """A retry would never be claimed (a claim refuses a cancel-requested job): cancel it."""
+    from service.jobs import request_cancel
+
+    stopping, retried = submit(), submit()
+    for job_id in (stopping, retried):
+        claim(session_factory, job_id, "w1")
+    with transaction(session_factory) as session:
+        job = session.get(Job, stopping)
+        assert job is not None
+        request_cancel(session, job)
+    expire_lease(session_factory, stopping)
+    with transaction(session_factory) as session:
+        assert stopping in reap(session).cancelled
+        status = retry_or_fail(session, retried, 1, "w1", "infrastructure", "x")
+    assert status == JobStatus.QUEUED
+    job = job_of(session_factory, stopping)
+    assert (job.status, job.failure_reason) == ("cancelled", None)
+    assert "cancel was pending" in status_events(session_factory, stopping)[-1][2]["message"]
+
+
+# ------------------------------------------------------------------- where an attempt starts
+
+
+def test_start_point_prefers_own_checkpoint_then_the_fork_source(
+    session_factory: SessionFactory, submit: Callable[..., uuid.UUID], tmp_path: Path
+) -> None:
+    import torch
+
+    from trainlib.checkpoint import save_state
+    from trainlib.spec import parse_spec, resolve, spec_hash
+    from workers.trainer import out_of_memory, start_point
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    parent_id = submit()
+    parent = job_of(session_factory, parent_id)
+    digest = spec_hash(resolve(parse_spec(parent.resolved_spec)))
+    claim(session_factory, parent_id, "w1")
+    src = attempt_dir(store, parent_id, 1) / "state-00000010.safetensors"
+    save_state(src, {"w": torch.zeros(2)}, step=10, spec_hash=digest)
+    with transaction(session_factory) as session:
+        register_checkpoint(
+            session, store, job_id=parent_id, attempt=1, owner="w1", step=10, src=src,
+            metrics={}, keep=3,
+        )  # fmt: skip
+        parent = session.get(Job, parent_id)
+        assert parent is not None
+        same = fork_job(session, parent=parent, checkpoint=None, changes={}, store=store)
+        lower = fork_job(
+            session, parent=parent, checkpoint=None, changes={"optimizer.lr": 1e-5}, store=store
+        )
+    fresh = job_of(session_factory, submit())
+    published = store.path(parent_id, "state-00000010.safetensors")
+
+    assert start_point(session_factory, store, fresh, digest).why is None
+    retry = start_point(session_factory, store, job_of(session_factory, parent_id), digest)
+    assert (retry.resume_from, retry.warm_start) == (published, None)
+    continued = start_point(session_factory, store, job_of(session_factory, same.id), digest)
+    assert (continued.resume_from, continued.warm_start) == (published, None)
+    changed = job_of(session_factory, lower.id)
+    other = spec_hash(resolve(parse_spec(changed.resolved_spec)))
+    warm = start_point(session_factory, store, changed, other)
+    assert (warm.resume_from, warm.warm_start) == (None, published)
+
+    message = out_of_memory(parse_spec(parent.resolved_spec)).message or ""
+    assert "batch size 32" in message and "lower data.batch_size" in message
