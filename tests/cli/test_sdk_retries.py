@@ -7,11 +7,13 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
 from client import ApiError, Client
+from client.sdk import DEFAULT_URL
 
 JOB = {
     "id": "5b0f9a43-3f0c-4c4b-9d59-6a1d1c2c3e4f",
@@ -136,3 +138,21 @@ def test_field_errors_read_from_both_422_shapes() -> None:
         {"path": "grid", "message": "no values"},
         {"path": "(request)", "message": "x"},
     ]
+
+
+def test_from_env_reads_url_and_key_else_the_embedded_default_and_its_dev_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGIMEN_URL", "http://example.invalid:1234")
+    monkeypatch.setenv("REGIMEN_API_KEY", "rgm_from_env")
+    with Client.from_env() as client:
+        assert client.base_url == "http://example.invalid:1234"
+        assert client._http.headers["Authorization"] == "Bearer rgm_from_env"
+
+    monkeypatch.delenv("REGIMEN_URL")
+    monkeypatch.delenv("REGIMEN_API_KEY")
+    monkeypatch.setenv("REGIMEN_VAR_DIR", str(tmp_path))
+    (tmp_path / "dev-api-key").write_text("rgm_dev_key\n")
+    with Client.from_env() as client:
+        assert client.base_url == DEFAULT_URL == "http://127.0.0.1:8000"
+        assert client._http.headers["Authorization"] == "Bearer rgm_dev_key"
