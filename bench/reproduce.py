@@ -24,7 +24,12 @@ from trainlib.sink import CollectingSink
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QK_SWEEP = EXAMPLES / "qk-layernorm-lr-sweep"
 QK_LRS = (3e-4, 3e-3, 3e-2, 3e-1)
-PLASTICITY = ("plasticity-sgd", "plasticity-spectral", "plasticity-l2-init")
+PLASTICITY = (
+    "plasticity-sgd",
+    "plasticity-spectral",
+    "plasticity-l2-init",
+    "plasticity-shrink-perturb",
+)
 
 
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,8 +138,9 @@ def report(only: str | None = None) -> list[str]:
         for arm in ("baseline", "qk-layernorm"):
             s = qk_sweep(arm)
             shown = ", ".join(f"lr {lr:g}: {loss:.3f}" for lr, loss in s.final_val_loss.items())
-            lines.append(f"- qk-layernorm-lr-sweep/{arm}: final val loss {shown}; "
-                         f"spread {s.spread:.3f}")
+            lines.append(
+                f"- qk-layernorm-lr-sweep/{arm}: final val loss {shown}; spread {s.spread:.3f}"
+            )
     if only in (None, "plasticity"):
         for name in PLASTICITY:
             acc = plasticity(name)
