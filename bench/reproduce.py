@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,11 +126,11 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values)
 
 
-def report(only: str | None = None) -> list[str]:
-    lines: list[str] = []
+def report(only: str | None = None) -> Iterator[str]:
+    """One markdown line per measured outcome, each as soon as its runs finish."""
     if only in (None, "grokking"):
         g = grokking()
-        lines.append(
+        yield (
             f"- grokking-modular: train acc >= 0.99 at step {g.train_step}, val acc >= 0.95 at "
             f"step {g.val_step}, final val acc {g.final_val_accuracy:.3f}"
         )
@@ -138,23 +138,21 @@ def report(only: str | None = None) -> list[str]:
         for arm in ("baseline", "qk-layernorm"):
             s = qk_sweep(arm)
             shown = ", ".join(f"lr {lr:g}: {loss:.3f}" for lr, loss in s.final_val_loss.items())
-            lines.append(
-                f"- qk-layernorm-lr-sweep/{arm}: final val loss {shown}; spread {s.spread:.3f}"
-            )
+            yield f"- qk-layernorm-lr-sweep/{arm}: final val loss {shown}; spread {s.spread:.3f}"
     if only in (None, "plasticity"):
         for name in PLASTICITY:
             acc = plasticity(name)
-            lines.append(
-                f"- {name}: task accuracy first {acc[0]:.3f}, last {acc[-1]:.3f}; mean of the "
-                f"first 3 {_mean(acc[:3]):.3f}, last 3 {_mean(acc[-3:]):.3f}"
+            yield (
+                f"- {name}: task accuracy: task 1 {acc[0]:.3f}, best {max(acc):.3f}, tasks 6-10 "
+                f"mean {_mean(acc[5:10]):.3f}, last 3 tasks mean {_mean(acc[-3:]):.3f}, "
+                f"last task {acc[-1]:.3f}"
             )
     if only in (None, "bitnet"):
         b = bitnet()
-        lines.append(
+        yield (
             f"- bitnet-digits: 1.58-bit val acc {b.ternary:.3f}, full precision "
             f"{b.full_precision:.3f} ({100 * (b.full_precision - b.ternary):+.1f} points)"
         )
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
