@@ -143,9 +143,19 @@ class Created:
 
 
 def create_sweep(
-    session: Session, team_id: uuid.UUID, request: SweepRequest, store: ArtifactStore
+    session: Session,
+    team_id: uuid.UUID,
+    request: SweepRequest,
+    store: ArtifactStore,
+    *,
+    max_priority: str = "normal",
+    pool: str = "regimen",
 ) -> Created:
-    """Validate every child (SpecError, nothing written), then store the sweep and its jobs."""
+    """Validate every child (SpecError, nothing written), then store the sweep and its jobs.
+
+    Each child goes through submit_job with the caller's key limits and the pool, as a job
+    submitted alone would; the caller commits (or, on any error, nothing is stored).
+    """
     points = expand(request)
     children = child_specs(request, points)
     for child in children:
@@ -163,7 +173,14 @@ def create_sweep(
     session.flush()
     jobs = []
     for child in children:
-        job = submit_job(session, team_id=team_id, raw_spec=child, store=store).job
+        job = submit_job(
+            session,
+            team_id=team_id,
+            raw_spec=child,
+            store=store,
+            max_priority=max_priority,
+            pool=pool,
+        ).job
         job.sweep_id = sweep.id
         jobs.append(job)
     sweep.parameters = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
+from api.deps import KeyDep, QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
 from api.routes.jobs import publish
 from service import sweeps as sweep_service
 from service.sweeps import SweepRequest
@@ -54,9 +55,24 @@ class SweepBrief(BaseModel):
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)
 async def create_sweep(
-    body: SweepRequest, team: TeamDep, session: SessionDep, queue: QueueDep, store: StoreDep
+    body: SweepRequest,
+    key: KeyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    store: StoreDep,
 ) -> SweepOut:
-    created = await run_in_threadpool(sweep_service.create_sweep, session, team.id, body, store)
+    created = await run_in_threadpool(
+        functools.partial(
+            sweep_service.create_sweep,
+            session,
+            key.team_id,
+            body,
+            store,
+            max_priority=key.max_priority,
+            pool=settings.task_queue,
+        )
+    )
     session.commit()
     for job in created.jobs:
         await publish(session, queue, job.id)  # after the commit, as POST /v1/jobs does

@@ -107,6 +107,7 @@ def test_a_two_by_two_grid_creates_four_queued_children_and_publishes_them(
     for child in body["children"]:
         job = jobs[child["job_id"]]
         assert job.status == "queued"
+        assert job.pool == sweep_settings.task_queue  # where a job submitted alone would go
         assert job.resolved_spec["optimizer"]["lr"] == child["overrides"]["optimizer.lr"]
         assert job.resolved_spec["model"]["hidden"] == child["overrides"]["model.hidden"]
     assert broker.llen(sweep_settings.task_queue) == before + 4
