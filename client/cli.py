@@ -20,7 +20,9 @@ import httpx
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from client.models import Job, Sweep
 from client.progress import JobProgress, ProgressSink
@@ -47,16 +49,18 @@ SetOption = Annotated[
 ]
 
 
-def _console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+def _console(stderr: bool = False, markup: bool = True) -> Console:
+    options: dict[str, Any] = {"stderr": stderr, "highlight": False, "soft_wrap": True}
+    console = Console(markup=markup, **options)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped or captured: keep ids and table rows whole rather than 80 columns wide.
-        console = Console(stderr=stderr, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        console = Console(markup=markup, width=PIPE_WIDTH, **options)
     return console
 
 
 def _out() -> Console:
-    return _console()
+    # No markup: names, messages and specs come from users and servers; styles go in Text.
+    return _console(markup=False)
 
 
 def _err() -> Console:
@@ -80,23 +84,23 @@ def handled(command: Callable[P, R]) -> Callable[P, R]:
         except ApiError as exc:
             if exc.errors:  # a headline, then one line per field: "path: message"
                 headline = exc.message.split(": ")[0]
-                err.print(f"[red]error[/red] ({exc.status_code}): {headline}")
+                err.print(f"[red]error[/red] ({exc.status_code}): {escape(headline)}")
                 for e in exc.errors:
-                    err.print(f"  {e.get('path')}: {e.get('message')}")
+                    err.print(escape(f"  {e.get('path')}: {e.get('message')}"))
             else:
-                err.print(f"[red]error[/red] ({exc.status_code}): {exc.message}")
+                err.print(f"[red]error[/red] ({exc.status_code}): {escape(exc.message)}")
             raise typer.Exit(2 if exc.status_code == 422 else 1) from None
         except httpx.ConnectError as exc:
-            err.print(f"[red]error[/red]: cannot reach the service ({exc}); is it running?")
+            err.print(f"[red]error[/red]: cannot reach the service ({escape(str(exc))}); is it up?")
             raise typer.Exit(1) from None
         except httpx.HTTPError as exc:
-            err.print(f"[red]error[/red]: {type(exc).__name__}: {exc}")
+            err.print(f"[red]error[/red]: {type(exc).__name__}: {escape(str(exc))}")
             raise typer.Exit(1) from None
         except (PathError, yaml.YAMLError, OSError) as exc:
-            err.print(f"[red]error[/red]: {exc}")
+            err.print(f"[red]error[/red]: {escape(str(exc))}")
             raise typer.Exit(2 if isinstance(exc, PathError | yaml.YAMLError) else 1) from None
         except _Failed as exc:
-            err.print(f"[red]{exc}[/red]")
+            err.print(Text(str(exc), style="red"))
             raise typer.Exit(exc.code) from None
 
     return run
@@ -146,7 +150,7 @@ def follow(client: Client, job_id: str, console: Console) -> Job:
 def _finish(job: Job, console: Console) -> None:
     metrics = "  ".join(f"{k}={v:.4g}" for k, v in sorted(job.latest_metrics.items()))
     if job.succeeded:
-        console.print(f"[green]succeeded[/green] {job.id}  {metrics}")
+        console.print(Text.assemble(("succeeded", "green"), f" {job.id}  {metrics}"))
         return
     raise _Failed(f"{job.status} {job.id}: {job.failure_text()}")
 
@@ -187,7 +191,7 @@ def validate(ctx: typer.Context, spec: Path, set_: SetOption = None) -> None:
     console = _out()
     with _client(ctx) as client:
         result = client.validate(load_spec(spec, set_))
-    console.print(f"[green]valid[/green]  spec_hash {result.spec_hash}")
+    console.print(Text.assemble(("valid", "green"), f"  spec_hash {result.spec_hash}"))
     for key, value in result.estimate.items():
         console.print(f"  {key}: {value}")
 
@@ -307,7 +311,8 @@ def components(
     if entry is None:
         names = ", ".join(e["name"] for e in entries)
         raise _Failed(f"no {kind} named {name!r}; known: {names}", code=2)
-    console.print(f"[bold]{entry['kind']} {entry['name']}[/bold]: {entry.get('summary', '')}")
+    title = f"{entry['kind']} {entry['name']}"
+    console.print(Text.assemble((title, "bold"), f": {entry.get('summary', '')}"))
     console.print(f"paper: {entry.get('paper') or '-'}")
     console.print_json(json.dumps(entry.get("schema", {})))
 
@@ -340,7 +345,9 @@ def run(
             raise _Failed(f"failed: {exc.reason}: {exc}") from None
     metrics_text = "  ".join(f"{k}={v:.4g}" for k, v in sorted(result.final_metrics.items()))
     console.print(
-        f"[green]{result.status}[/green] {result.step}/{result.total_steps}  {metrics_text}"
+        Text.assemble(
+            (result.status, "green"), f" {result.step}/{result.total_steps}  {metrics_text}"
+        )
     )
     if result.checkpoint is not None:
         console.print(f"checkpoint: {result.checkpoint}")
@@ -474,8 +481,10 @@ def _print_sweep(summary: Sweep, console: Console) -> None:
     best = summary.best.job_id if summary.best else None
     for c in summary.children:
         overrides = ", ".join(f"{k}={v}" for k, v in c.overrides.items())
-        mark = " [bold green]best[/bold green]" if c.job_id == best else ""
-        table.add_row(c.job_id, c.status, overrides, _num(c.value) + mark)
+        cell = Text(_num(c.value))
+        if c.job_id == best:
+            cell.append(" best", style="bold green")
+        table.add_row(c.job_id, c.status, overrides, cell)
     console.print(table)
     if summary.best is not None:
         overrides = ", ".join(f"{k}={v}" for k, v in summary.best.overrides.items())

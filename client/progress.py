@@ -33,7 +33,7 @@ class JobProgress:
     def __init__(self, console: Console, title: str, total: int | None) -> None:
         self.console = console
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),

@@ -171,12 +171,14 @@ def test_components_lists_kinds_and_shows_one_schema_and_paper(env: dict[str, st
 def test_run_trains_locally_without_the_service(tmp_path: Path) -> None:
     spec = yaml.safe_load(QUICKSTART.read_text())
     spec["train"] = {"steps": 20, "log_every": 10, "eval_every": 20}
+    spec["name"] = "[bold]not markup[/bold]"  # user text is printed as it is
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     env = {"REGIMEN_URL": "http://127.0.0.1:9"}  # never contacted
     result = regimen(env, "run", str(path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "20/20" in result.stdout and "completed" in result.stdout
+    assert "[bold]not markup[/bold]" in result.stdout
     assert (tmp_path / "out" / "checkpoint.safetensors").is_file()
     failed = regimen(env, "run", str(path), *DIVERGING)
     assert failed.exit_code == 1 and "diverged" in failed.stderr
