@@ -37,3 +37,9 @@ def test_the_reproductions_are_there() -> None:
         "bitnet-digits.yaml",
         "bitnet-digits-fp.yaml",
     } <= names
+
+
+def test_the_readme_has_a_line_for_every_example() -> None:
+    readme = (EXAMPLES / "README.md").read_text()
+    missing = [p.name for p in SPECS if p.name not in readme and p.parent.name not in readme]
+    assert missing == []
