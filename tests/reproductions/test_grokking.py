@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench.reproduce import first_step, grokking
 
-SHORT = {"train": {"steps": 2000, "eval_every": 50, "log_every": 50}}
+SHORT = {"train": {"steps": 2500, "eval_every": 50, "log_every": 50}}
 
 
 def test_validation_accuracy_follows_training_accuracy_much_later() -> None:
