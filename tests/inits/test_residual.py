@@ -148,3 +148,12 @@ def test_fixup_on_the_registered_cnn() -> None:
 def test_fixup_needs_residual_blocks() -> None:
     with pytest.raises(InitError, match="residual blocks"):
         apply_init({"name": "fixup"}, plain_mlp(3, [4], 2), InitContext())
+
+
+def test_fixup_scalars_train_at_a_tenth_of_the_lr() -> None:
+    cnn = registered("cnn", IMAGES, 0, residual="fixup", norm="none")
+    result = apply_init({"name": "fixup"}, cnn, InitContext())
+    scalars = [p for p in cnn.parameters() if p.ndim == 0]
+    assert len(scalars) > len(residual_blocks(cnn))  # a gate and biases per block
+    assert {id(s.param) for s in result.scales} == {id(p) for p in scalars}
+    assert {s.lr for s in result.scales} == {0.1}

@@ -15,9 +15,13 @@ from torch import nn
 from trainlib.components.inits_base import (
     InitContext,
     InitError,
+    InitResult,
+    ParamScale,
     branch_layers,
     head_of,
     residual_blocks,
+    stem_of,
+    weight_layers,
     weight_of,
     zero_layer,
 )
@@ -38,6 +42,9 @@ class FixupSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     zero_head: bool = Field(True, description="zero the classification head (weight and bias)")
+    scalar_lr_mult: float = Field(
+        0.1, gt=0, le=1, description="lr multiplier of the scalar biases and multipliers"
+    )
 
 
 def hadamard(p: int) -> torch.Tensor:
@@ -106,26 +113,41 @@ def fixup_factor(num_branches: int, layers_per_branch: int) -> float:
     paper="Fixup Initialization: Residual Learning Without Normalization "
     "(Zhang, Dauphin & Ma, 2019)",
 )
-def build_fixup(s: FixupSettings, model: nn.Module, ctx: InitContext | None = None) -> None:
+def build_fixup(s: FixupSettings, model: nn.Module, ctx: InitContext | None = None) -> InitResult:
     blocks = residual_blocks(model)
     if not blocks:
         raise InitError(
             f"fixup needs a model with residual blocks; {type(model).__name__} has none"
         )
+    head, stem = head_of(model), stem_of(model)
+    in_branches = {id(layer) for block in blocks for layer in branch_layers(block)}
+    # layers between blocks (downsampling) get plain He, unscaled, as the reference's
+    # downsample convs; the stem keeps its own init, as in the reference
+    for between in weight_layers(model):
+        if id(between) not in in_branches and between is not head and between is not stem:
+            _he_fan_out(between, 1.0)
     if s.zero_head:
-        zero_layer(head_of(model))
+        zero_layer(head)
+    for block in blocks:
+        layers = branch_layers(block)
+        zero_layer(layers[-1])
+        if len(layers) < 2:
+            continue
+        factor = fixup_factor(len(blocks), len(layers))
+        for layer in layers[:-1]:
+            _he_fan_out(layer, factor)
+    # the reference trains every scalar bias and multiplier at lr/10 (cifar_train.py): at the
+    # full rate their summed gradients make SGD diverge
+    scalars = [p for p in model.parameters() if p.ndim == 0]
+    return InitResult(tuple(ParamScale(p, s.scalar_lr_mult) for p in scalars))
+
+
+def _he_fan_out(layer: nn.Module, factor: float) -> None:
+    """He normal with fan-out, as the reference code: std = sqrt(2 / (C_out·k·k)), bias 0."""
     with torch.no_grad():
-        for block in blocks:
-            layers = branch_layers(block)
-            zero_layer(layers[-1])
-            if len(layers) < 2:
-                continue
-            factor = fixup_factor(len(blocks), len(layers))
-            for layer in layers[:-1]:
-                weight = weight_of(layer)
-                # He normal with fan-out, as the reference code: std = sqrt(2 / (C_out·k·k))
-                fan_out = weight.shape[0] * weight[0, 0].numel()
-                weight.normal_(0.0, math.sqrt(2.0 / fan_out) * factor)
-                bias = getattr(layer, "bias", None)
-                if isinstance(bias, torch.Tensor):
-                    bias.zero_()
+        weight = weight_of(layer)
+        fan_out = weight.shape[0] * weight[0, 0].numel()
+        weight.normal_(0.0, math.sqrt(2.0 / fan_out) * factor)
+        bias = getattr(layer, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            bias.zero_()
