@@ -2,8 +2,9 @@
 
 Each rule initializes the weight of every Linear/Conv layer and zeroes its bias; embeddings and
 normalization layers keep their own init. Every builder takes (settings, model, InitContext) and
-returns an InitResult (see inits_base); the data-dependent and structural inits live in
-inits_lsuv, inits_residual, inits_mup and inits_selection.
+returns an InitResult when it asks something of the optimizer (per-parameter lr multipliers:
+mup, fixup), else None (see inits_base.apply_init); the data-dependent and structural inits
+live in inits_lsuv, inits_residual, inits_mup and inits_selection.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class InitContext:
 
 @dataclass(frozen=True)
 class ParamScale:
-    """Per-parameter multipliers of the optimizer's lr and weight decay (μP)."""
+    """Per-parameter multipliers of the optimizer's lr and weight decay (μP, Fixup's scalars)."""
 
     param: torch.Tensor
     lr: float

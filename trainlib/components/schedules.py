@@ -98,7 +98,8 @@ class OneCycleSettings(_Base):
 
 class WsdSettings(_Base):
     """Warmup, a stable phase at the full rate, then a cooldown over the last `cooldown_fraction`
-    of all steps down to `final_lr_ratio`, linear or 1 − sqrt shaped."""
+    of all steps down to `final_lr_ratio`, linear or 1 − sqrt shaped. (The reference warms up
+    from 1% of the peak; here every schedule shares the (t+1)/W warmup.)"""
 
     cooldown_fraction: float = Field(
         0.2, ge=0, le=1, description="share of all steps in the cooldown (about 20% matches cosine)"
@@ -245,24 +246,18 @@ def wsd_multiplier(s: WsdSettings, total_steps: int) -> Multiplier:
     return multiplier
 
 
-def _scheduler(
-    optimizer: torch.optim.Optimizer, fn: Multiplier, momentum: Multiplier | None = None
-) -> torch.optim.lr_scheduler.LRScheduler:
-    return ScheduledLR(optimizer, fn, momentum)
-
-
 @SCHEDULES.register("constant", settings=ConstantSettings, summary="constant lr, optional warmup")
 def build_constant(
     s: ConstantSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, constant_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, constant_multiplier(s, total_steps))
 
 
 @SCHEDULES.register("step", settings=StepSettings, summary="decay by gamma every step_size steps")
 def build_step(
     s: StepSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, step_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, step_multiplier(s, total_steps))
 
 
 @SCHEDULES.register(
@@ -271,7 +266,7 @@ def build_step(
 def build_multistep(
     s: MultiStepSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, multistep_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, multistep_multiplier(s, total_steps))
 
 
 @SCHEDULES.register(
@@ -280,7 +275,7 @@ def build_multistep(
 def build_exponential(
     s: ExponentialSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, exponential_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, exponential_multiplier(s, total_steps))
 
 
 @SCHEDULES.register(
@@ -292,7 +287,7 @@ def build_exponential(
 def build_cosine(
     s: CosineSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, cosine_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, cosine_multiplier(s, total_steps))
 
 
 @SCHEDULES.register(
@@ -305,7 +300,7 @@ def build_cosine(
 def build_linear_decay(
     s: LinearDecaySettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, linear_decay_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, linear_decay_multiplier(s, total_steps))
 
 
 @SCHEDULES.register(
@@ -318,7 +313,7 @@ def build_one_cycle(
     s: OneCycleSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     lr, momentum = one_cycle_functions(s, total_steps)
-    return _scheduler(optimizer, lr, momentum if s.cycle_momentum else None)
+    return ScheduledLR(optimizer, lr, momentum if s.cycle_momentum else None)
 
 
 @SCHEDULES.register(
@@ -331,4 +326,4 @@ def build_one_cycle(
 def build_wsd(
     s: WsdSettings, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    return _scheduler(optimizer, wsd_multiplier(s, total_steps))
+    return ScheduledLR(optimizer, wsd_multiplier(s, total_steps))
