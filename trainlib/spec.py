@@ -19,8 +19,8 @@ from pydantic import (
 )
 
 import trainlib.components  # noqa: F401  (registers the built-in components)
-from trainlib.compression import BitNetSettings, PruningSettings
 from trainlib.components.schedules_runtime import BatchScaling
+from trainlib.compression import BitNetSettings, PruningSettings
 from trainlib.registries import (
     DATASETS,
     INITS,
