@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.jobs import IdempotencyConflict, JobNotFound
 from service.outages import is_connection_error
@@ -47,6 +48,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": str(exc), "errors": [{"path": path, "message": str(exc)}]},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def database_busy(_request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection stayed busy (a burst of requests): the same answer as an
+        # outage, so a client retries later with its Idempotency-Key.
+        return JSONResponse(
+            {"detail": "the database is busy; retry shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(DBAPIError)

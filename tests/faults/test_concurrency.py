@@ -64,3 +64,58 @@ def test_concurrent_submissions_all_run_exactly_once(
             running = [e for e in events if e["kind"] == "status" and e["status"] == "running"]
             assert len(running) == 1
     print(f"\n{JOBS} concurrent jobs on 2 workers: all succeeded once in {elapsed:.0f} s")
+
+
+def test_200_concurrent_submissions_are_all_stored_and_published_once(
+    scenario_env: dict[str, str],
+    logs: Path,
+    team_key: tuple[str, str],
+    redis_url: str,
+    queue_name: str,
+) -> None:
+    """The submission half of the burst at full size: no worker, so nothing runs (cheap)."""
+    import redis
+
+    spec = tiny_spec(2)
+    with (
+        cluster(scenario_env, logs, workers=0) as live,
+        api_client(live.api_url, team_key[1]) as http,
+    ):
+
+        def submit(i: int) -> httpx.Response:
+            # What a client does with a 503 (a burst can exhaust the connection pool): wait the
+            # Retry-After and send again with the same Idempotency-Key, which never duplicates.
+            with api_client(live.api_url, team_key[1]) as own:
+                own.timeout = httpx.Timeout(180)  # 200 at once queue up in one API process
+                while True:
+                    response = own.post(
+                        "/v1/jobs",
+                        json={**spec, "name": f"burst-{i}"},
+                        headers={"Idempotency-Key": f"burst-{i}"},
+                    )
+                    if response.status_code != 503:
+                        return response
+                    retried.append(i)
+                    time.sleep(float(response.headers["Retry-After"]))
+
+        retried: list[int] = []
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            responses = list(pool.map(submit, range(200)))
+        took = time.monotonic() - started
+        # 200: a retry whose first try was stored after all (its 503 came later), replayed.
+        replayed = [r for r in responses if r.status_code == 200]
+        assert all(r.headers["Idempotent-Replayed"] == "true" for r in replayed)
+        assert {r.status_code for r in responses} <= {200, 201}
+        ids = {r.json()["id"] for r in responses}
+        assert len(ids) == 200
+        broker = redis.Redis.from_url(f"{redis_url}/0")
+        try:
+            assert broker.llen(queue_name) == 200  # one message per job, none lost or doubled
+        finally:
+            broker.delete(queue_name)
+            broker.close()
+        for job_id in ids:  # queued jobs cancel at once: nothing is left for other tests
+            assert http.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    print(f"\n200 concurrent submissions stored and published once in {took:.1f} s", end="")
+    print(f" ({len(retried)} retried after a 503)")
