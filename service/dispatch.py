@@ -39,9 +39,16 @@ def mark_dispatched(session: Session, job_ids: list[uuid.UUID], when: datetime |
 
 
 def take_due(
-    session: Session, *, grace_s: float, redispatch_s: float, now: datetime | None = None
+    session: Session,
+    *,
+    pool: str,
+    grace_s: float,
+    redispatch_s: float,
+    now: datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Mark and return the queued jobs due for a (re)send; concurrent dispatchers split them."""
+    """Mark and return the pool's queued jobs due for a (re)send; concurrent dispatchers split
+    them. Only the pool's own: a worker of another pool (another artifact store, other devices)
+    must never be sent a job it cannot run."""
     now = now or utcnow()
     due = or_(
         and_(Job.dispatched_at.is_(None), Job.created_at <= now - timedelta(seconds=grace_s)),
@@ -49,7 +56,12 @@ def take_due(
     )
     rows = session.execute(
         update(Job)
-        .where(Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False), due)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.pool == pool,
+            Job.cancel_requested.is_(False),
+            due,
+        )
         .values(dispatched_at=now)
         .returning(Job.id)
     ).scalars()
@@ -64,7 +76,8 @@ class Tick:
 
 
 def maintenance_tick(factory: SessionFactory, queue: JobQueue, settings: Settings) -> Tick:
-    """Reap expired leases, then send every due queued job; run by each worker periodically."""
+    """Reap expired leases (any pool: a lease is a lease), then send the due queued jobs of this
+    worker's pool (its task queue); run by each worker periodically."""
     with transaction(factory) as session:
         reaped = reap(session)
     for job_id in reaped.requeued:
@@ -74,6 +87,7 @@ def maintenance_tick(factory: SessionFactory, queue: JobQueue, settings: Setting
     with transaction(factory) as session:
         due = take_due(
             session,
+            pool=settings.task_queue,
             grace_s=settings.dispatch_grace_seconds,
             redispatch_s=settings.redispatch_seconds,
         )

@@ -51,6 +51,7 @@ def fork_job(
     job = submitted.job
     job.parent_job_id = parent.id
     job.forked_from = row.name
+    job.pool = parent.pool  # the workers that can read the parent's checkpoint
     add_event(
         session,
         job.id,

@@ -333,7 +333,9 @@ def test_dispatcher_sends_undispatched_jobs_once_and_again_when_stale(
     private_queue: Settings,
     redis_url: str,
 ) -> None:
-    job_id = submit()
+    job_id, elsewhere = submit(), submit()
+    with transaction(session_factory) as session:  # this dispatcher serves its own pool only
+        session.execute(update(Job).where(Job.id == job_id).values(pool=private_queue.task_queue))
     down = CeleryJobQueue(private_queue.model_copy(update={"broker_url": closed_redis_url()}))
     tick = maintenance_tick(session_factory, down, private_queue)
     assert job_id in tick.unsent  # the broker is down: the job stays queued, undispatched
@@ -341,7 +343,7 @@ def test_dispatcher_sends_undispatched_jobs_once_and_again_when_stale(
 
     up = CeleryJobQueue(private_queue)
     tick = maintenance_tick(session_factory, up, private_queue)
-    assert job_id in tick.sent
+    assert job_id in tick.sent and elsewhere not in tick.sent
     assert queue_length(redis_url, private_queue.task_queue) >= 1
     assert job_id not in maintenance_tick(session_factory, up, private_queue).sent  # sent once
 
@@ -349,10 +351,11 @@ def test_dispatcher_sends_undispatched_jobs_once_and_again_when_stale(
         session.execute(
             update(Job).where(Job.id == job_id).values(dispatched_at=utcnow() - timedelta(hours=1))
         )
-        assert job_id in take_due(session, grace_s=0, redispatch_s=600)
+        due = take_due(session, pool=private_queue.task_queue, grace_s=0, redispatch_s=600)
+        assert job_id in due
     claim(session_factory, job_id, "w1")
-    with transaction(session_factory) as session:
-        assert job_id not in take_due(session, grace_s=0, redispatch_s=0)  # claimed: never
+    with transaction(session_factory) as session:  # claimed: never again
+        assert not take_due(session, pool=private_queue.task_queue, grace_s=0, redispatch_s=0)
 
 
 def closed_redis_url() -> str:
