@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from client.spec_paths import PathError, apply_overrides
 from models import Job
-from service.checkpoints import find_checkpoint
+from service.checkpoints import find_checkpoint, publish_file
 from service.jobs import add_event, submit_job
 from service.storage import ArtifactStore
 from trainlib.spec import SpecError
@@ -52,6 +52,8 @@ def fork_job(
     job.parent_job_id = parent.id
     job.forked_from = row.name
     job.pool = parent.pool  # the workers that can read the parent's checkpoint
+    # The fork keeps its own link to the source: the parent may prune it meanwhile.
+    publish_file(store, job.id, store.path(parent.id, row.name))
     add_event(
         session,
         job.id,

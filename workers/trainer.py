@@ -60,7 +60,7 @@ def start_point(factory: SessionFactory, store: ArtifactStore, job: Job, digest:
         return StartPoint(resume_from=path, why=f"resuming from {own.name} (step {own.step})")
     if job.parent_job_id is None or not job.forked_from:
         return StartPoint()
-    source = store.path(job.parent_job_id, job.forked_from)
+    source = store.path(job.id, job.forked_from)  # linked in at the fork
     origin = f"{job.parent_job_id}/{job.forked_from}"
     if read_state_info(source).spec_hash == digest:
         return StartPoint(resume_from=source, why=f"forked from {origin}: continuing its state")

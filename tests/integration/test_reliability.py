@@ -531,16 +531,19 @@ def test_start_point_prefers_own_checkpoint_then_the_fork_source(
         )
     fresh = job_of(session_factory, submit())
     published = store.path(parent_id, "state-00000010.safetensors")
+    published.unlink()  # the parent pruned it: each fork kept its own link
 
     assert start_point(session_factory, store, fresh, digest).why is None
     retry = start_point(session_factory, store, job_of(session_factory, parent_id), digest)
     assert (retry.resume_from, retry.warm_start) == (published, None)
     continued = start_point(session_factory, store, job_of(session_factory, same.id), digest)
-    assert (continued.resume_from, continued.warm_start) == (published, None)
+    own_link = store.path(same.id, "state-00000010.safetensors")
+    assert (continued.resume_from, continued.warm_start) == (own_link, None)
+    assert own_link.is_file()
     changed = job_of(session_factory, lower.id)
     other = spec_hash(resolve(parse_spec(changed.resolved_spec)))
     warm = start_point(session_factory, store, changed, other)
-    assert (warm.resume_from, warm.warm_start) == (None, published)
+    assert (warm.resume_from, warm.warm_start) == (None, store.path(lower.id, own_link.name))
 
     message = out_of_memory(parse_spec(parent.resolved_spec)).message or ""
     assert "batch size 32" in message and "lower data.batch_size" in message
