@@ -523,11 +523,11 @@ def test_start_point_prefers_own_checkpoint_then_the_fork_source(
             session, store, job_id=parent_id, attempt=1, owner="w1", step=10, src=src,
             metrics={}, keep=3,
         )  # fmt: skip
-        parent = session.get(Job, parent_id)
-        assert parent is not None
-        same = fork_job(session, parent=parent, checkpoint=None, changes={}, store=store)
+        row = session.get(Job, parent_id)
+        assert row is not None
+        same = fork_job(session, parent=row, checkpoint=None, changes={}, store=store)
         lower = fork_job(
-            session, parent=parent, checkpoint=None, changes={"optimizer.lr": 1e-5}, store=store
+            session, parent=row, checkpoint=None, changes={"optimizer.lr": 1e-5}, store=store
         )
     fresh = job_of(session_factory, submit())
     published = store.path(parent_id, "state-00000010.safetensors")
