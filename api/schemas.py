@@ -42,9 +42,17 @@ class JobSummary(BaseModel):
         return cls(**_summary_fields(job))
 
 
+class Pending(BaseModel):
+    """Why a queued job waits: its place in the queue and what it waits for."""
+
+    position: int
+    waiting_for: list[str]
+
+
 class JobDetail(JobSummary):
     spec: dict[str, Any]
     resolved_spec: dict[str, Any]
+    pending: Pending | None = None
     parent_job_id: uuid.UUID | None = None
     forked_from: str | None = None
 

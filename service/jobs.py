@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models import Job, JobEvent
 from models.base import utcnow
 from service.references import check_references
+from service.scheduler import check_submission
 from service.states import JobStatus, check_transition
 from service.storage import ArtifactStore
 from trainlib.spec import parse_spec, resolve, spec_hash
@@ -56,8 +57,14 @@ def submit_job(
     raw_spec: Any,
     idempotency_key: str | None = None,
     store: ArtifactStore | None = None,
+    max_priority: str = "normal",
+    pool: str = "regimen",
 ) -> Submitted:
-    """Validate (raises SpecError before anything is written) and store a queued job."""
+    """Validate (raises SpecError before anything is written) and store a queued job.
+
+    Also refused before anything is stored: a priority above the key's `max_priority`, more GPUs
+    than any worker has, a team over its queued-jobs quota (service/scheduler.py).
+    """
     spec = parse_spec(raw_spec)
     resolved = resolve(spec)
     if store is not None:
@@ -67,6 +74,13 @@ def submit_job(
         existing = _by_idempotency_key(session, team_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest)
+    check_submission(
+        session,
+        team_id,
+        gpus=spec.resources.gpus,
+        priority=spec.resources.priority,
+        key_max_priority=max_priority,
+    )
     job = Job(
         team_id=team_id,
         name=spec.name,
@@ -77,6 +91,9 @@ def submit_job(
         status=JobStatus.QUEUED,
         attempt=0,
         max_attempts=spec.resources.max_attempts,
+        gpus=spec.resources.gpus,
+        priority=spec.resources.priority,
+        pool=pool,
         latest_metrics={},
     )
     try:

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from api.body import read_document
-from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
+from api.deps import KeyDep, QueueDep, SessionDep, SettingsDep, StoreDep, TeamDep
 from api.schemas import (
     ArtifactOut,
     CheckpointOut,
@@ -22,6 +22,7 @@ from api.schemas import (
     JobPage,
     JobSummary,
     MetricsOut,
+    Pending,
     Series,
     ValidationOut,
 )
@@ -32,6 +33,7 @@ from service.dispatch import mark_dispatched
 from service.metrics import read_metrics
 from service.queue import JobQueue
 from service.references import check_references
+from service.scheduler import Policy, why_pending
 from service.states import JobStatus
 from trainlib.estimate import estimate
 from trainlib.spec import parse_spec, resolve, spec_hash
@@ -43,7 +45,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 async def submit_job(
     request: Request,
     response: Response,
-    team: TeamDep,
+    key: KeyDep,
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
@@ -52,7 +54,13 @@ async def submit_job(
 ) -> JobDetail:
     raw = await read_document(request, settings.max_body_bytes)
     submitted = job_service.submit_job(
-        session, team_id=team.id, raw_spec=raw, idempotency_key=idempotency_key, store=store
+        session,
+        team_id=key.team_id,
+        raw_spec=raw,
+        idempotency_key=idempotency_key,
+        store=store,
+        max_priority=key.max_priority,
+        pool=settings.task_queue,
     )
     session.commit()
     if submitted.created:
@@ -112,8 +120,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def get_job(job_id: uuid.UUID, team: TeamDep, session: SessionDep) -> JobDetail:
-    return JobDetail.of(job_service.get_job(session, job_id, team.id))
+def get_job(
+    job_id: uuid.UUID, team: TeamDep, session: SessionDep, settings: SettingsDep
+) -> JobDetail:
+    job = job_service.get_job(session, job_id, team.id)
+    detail = JobDetail.of(job)
+    if job.status == JobStatus.QUEUED:  # "why pending": place in the queue and what it waits for
+        why = why_pending(session, job, utcnow(), Policy.of(settings))
+        detail.pending = Pending(**why) if why else None  # {}: claimed meanwhile
+    return detail
 
 
 @router.post("/{job_id}/cancel", response_model=JobDetail)
