@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from models import Job, JobEvent
 from models.base import utcnow
 from service.references import check_references
-from service.scheduler import check_submission
+from service.scheduler import check_submission, release
 from service.states import JobStatus, check_transition
 from service.storage import ArtifactStore
 from trainlib.spec import parse_spec, resolve, spec_hash
@@ -243,6 +243,7 @@ def requeue_attempt(
     ).scalar_one_or_none()
     if done is None:
         return False
+    release(session, job_id)  # placed again by the next scheduling pass, maybe elsewhere
     add_event(session, job_id, attempt, "status", JobStatus.QUEUED, reason=reason, message=message)
     return True
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class JobQueue(Protocol):
-    def enqueue(self, job_id: uuid.UUID) -> bool: ...
+    def enqueue(self, job_id: uuid.UUID, queue: str | None = None) -> bool: ...
 
     def ping(self) -> bool: ...
 
@@ -26,10 +26,11 @@ class CeleryJobQueue:
         self._app.conf.update(celery_config(settings))
         self._queue = settings.task_queue
 
-    def enqueue(self, job_id: uuid.UUID) -> bool:
-        """Send the job id; False (logged) if the broker is unreachable: the job stays queued."""
+    def enqueue(self, job_id: uuid.UUID, queue: str | None = None) -> bool:
+        """Send the job id to a worker's own queue (placed) or the pool's shared queue; False
+        (logged) if the broker is unreachable: the job stays queued."""
         try:
-            self._app.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=self._queue)
+            self._app.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue or self._queue)
         except Exception:  # any broker failure: the database still has the job
             log.exception("could not enqueue job %s; it stays queued", job_id)
             return False

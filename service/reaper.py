@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from models import Job
 from models.base import utcnow
 from service.jobs import add_event
+from service.scheduler import presume_lost, release
 from service.states import FailureReason, JobStatus
 
 
@@ -46,6 +47,9 @@ def reap(session: Session, now: datetime | None = None) -> Reaped:
         elif attempt < max_attempts:
             if _requeue_expired(session, job_id, attempt, owner, now):
                 result.requeued.append(job_id)
+                # Its worker stopped renewing: no new job goes there until it beats again.
+                presume_lost(session, owner, now)
+                release(session, job_id)
         elif _end_expired(
             session, job_id, attempt, owner, now, JobStatus.FAILED, FailureReason.WORKER_LOST
         ):

@@ -37,6 +37,9 @@ class Policy:
     fair_share_window_s: float = 3600.0
     starvation_s: float = 1800.0
     worker_ttl_s: float = 30.0
+    # A job published to the pool's shared queue (no worker was up) is left to whichever worker
+    # takes that message first, until the message is this old.
+    shared_message_s: float = 300.0
 
     @classmethod
     def of(cls, settings: Settings) -> Policy:
@@ -44,6 +47,7 @@ class Policy:
             settings.fair_share_window_seconds,
             settings.starvation_seconds,
             settings.worker_ttl_seconds,
+            settings.redispatch_seconds,
         )
 
 
@@ -108,6 +112,16 @@ def beat(session: Session, worker_id: str, now: datetime) -> bool:
         return False
     worker.last_seen_at = now
     return True
+
+
+def presume_lost(session: Session, worker_id: str | None, now: datetime) -> None:
+    """A worker whose job lease expired is taken out of placement until its next heartbeat
+    (a worker that is alive after all beats again within a third of the TTL)."""
+    if worker_id is None:
+        return
+    worker = session.get(Worker, worker_id)
+    if worker is not None:
+        worker.last_seen_at = min(worker.last_seen_at, now - timedelta(days=1))
 
 
 def is_live(worker: Worker, now: datetime, policy: Policy) -> bool:
@@ -260,16 +274,23 @@ def _rank_key(
 
 
 def _waiting(session: Session, pool: str) -> list[Job]:
-    """The pool's queued jobs not yet placed."""
+    """The pool's queued jobs not yet placed (nor cancelled while queued)."""
     return list(
         session.scalars(
             select(Job).where(
                 Job.status == JobStatus.QUEUED,
                 Job.pool == pool,
+                Job.cancel_requested.is_(False),
                 ~select(Placement.job_id).where(Placement.job_id == Job.id).exists(),
             )
         )
     )
+
+
+def _in_shared_queue(job: Job, now: datetime, policy: Policy) -> bool:
+    """Unplaced but sent to the pool's shared queue lately: a worker will take that message."""
+    sent = job.dispatched_at
+    return sent is not None and now - sent < timedelta(seconds=policy.shared_message_s)
 
 
 # --- free capacity --------------------------------------------------------------------------
@@ -337,6 +358,54 @@ def _live_workers(session: Session, pool: str, now: datetime, policy: Policy) ->
     return [w for w in workers if is_live(w, now, policy)]
 
 
+def _book(
+    session: Session, job: Job, place: _Capacity, capacities: list[_Capacity], team: _TeamState
+) -> Decision:
+    """Give the job a slot and GPUs of `place`'s worker (and take them off the host's others)."""
+    slot = place.free_slots.pop(0)
+    gpus = tuple(place.free_gpus[: job.gpus])
+    worker = place.worker
+    for other in capacities:
+        if other.worker.host == worker.host:
+            other.free_gpus = [g for g in other.free_gpus if g not in gpus]
+    session.add(Placement(job_id=job.id, worker_id=worker.id, slot=slot, gpus=gpus))
+    for gpu in gpus:
+        session.add(GpuAllocation(host=worker.host, gpu=gpu, worker_id=worker.id, job_id=job.id))
+    job.worker_id = worker.id
+    team.running_jobs += 1
+    team.devices_in_use += devices(job.gpus)
+    team.gpus_in_use += job.gpus
+    return Decision(job.id, worker.id, worker.queue, slot, gpus)
+
+
+def has_live_workers(session: Session, pool: str, now: datetime, policy: Policy) -> bool:
+    return bool(_live_workers(session, pool, now, policy))
+
+
+def take_for_worker(
+    session: Session, job_id: uuid.UUID, worker_id: str, now: datetime, policy: Policy
+) -> Placement | None:
+    """The job's place on this worker before it claims the job: the one the dispatcher gave it,
+    or (a message from the pool's shared queue) one booked now if the job fits here under the
+    same quotas. None: the job is placed elsewhere, does not fit, or is not waiting."""
+    _take_turn(session)
+    placement = session.get(Placement, job_id)
+    if placement is not None:
+        return placement if placement.worker_id == worker_id else None
+    job = session.get(Job, job_id)
+    worker = session.get(Worker, worker_id)
+    if job is None or worker is None or job.status != JobStatus.QUEUED or job.pool != worker.pool:
+        return None
+    release_stale(session, now, policy)
+    (capacity,) = _capacities(session, [worker])
+    team = _team_states(session, now, policy)[job.team_id]
+    if team.over_quota(job.gpus) or not capacity.fits(job.gpus):
+        return None
+    _book(session, job, capacity, [capacity], team)
+    session.flush()
+    return session.get(Placement, job_id)
+
+
 def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list[Decision]:
     """Place every queued job of the pool that can run now on one of the pool's live workers.
 
@@ -346,7 +415,7 @@ def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list
     release_stale(session, now, policy)
     capacities = _capacities(session, _live_workers(session, pool, now, policy))
     teams = _team_states(session, now, policy)
-    waiting = _waiting(session, pool)
+    waiting = [j for j in _waiting(session, pool) if not _in_shared_queue(j, now, policy)]
     decisions: list[Decision] = []
     while waiting and any(c.free_slots for c in capacities):
         waiting.sort(key=lambda j: _rank_key(j, teams, now, policy))
@@ -357,22 +426,7 @@ def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list
             place = _best_fit(capacities, job.gpus)
             if place is None:
                 continue
-            slot = place.free_slots.pop(0)
-            gpus = tuple(place.free_gpus[: job.gpus])
-            for other in capacities:  # the host's other workers lose these GPUs too
-                if other.worker.host == place.worker.host:
-                    other.free_gpus = [g for g in other.free_gpus if g not in gpus]
-            worker = place.worker
-            session.add(Placement(job_id=job.id, worker_id=worker.id, slot=slot, gpus=gpus))
-            for gpu in gpus:
-                session.add(
-                    GpuAllocation(host=worker.host, gpu=gpu, worker_id=worker.id, job_id=job.id)
-                )
-            job.worker_id = worker.id
-            team.running_jobs += 1
-            team.devices_in_use += devices(job.gpus)
-            team.gpus_in_use += job.gpus
-            decisions.append(Decision(job.id, worker.id, worker.queue, slot, gpus))
+            decisions.append(_book(session, job, place, capacities, team))
             waiting.remove(job)
             break  # re-rank: the team just placed now holds more
         else:

@@ -11,8 +11,8 @@ import logging
 import threading
 
 from service.db import SessionFactory
-from service.dispatch import maintenance_tick
-from service.queue import CeleryJobQueue, JobQueue
+from service.dispatch import maintenance_tick, place_and_send
+from service.queue import JobQueue
 from service.settings import Settings
 
 log = logging.getLogger("regimen.maintenance")
@@ -41,13 +41,14 @@ class Maintenance:
         if tick.sent or tick.unsent:
             log.info("dispatched %d queued jobs (%d unsent)", len(tick.sent), len(tick.unsent))
 
+    def dispatch_now(self) -> None:
+        """A scheduling pass now (a job just ended here: its place goes to the next one)."""
+        try:
+            place_and_send(self.factory, self.queue, self.settings)
+        except Exception:  # the next periodic tick does it
+            log.exception("scheduling pass failed")
+
     def _loop(self) -> None:
         while not self.stopped.is_set():
             self.tick()
             self.stopped.wait(self.settings.maintenance_seconds)
-
-
-def start_maintenance(settings: Settings, factory: SessionFactory) -> Maintenance:
-    maintenance = Maintenance(settings, factory, CeleryJobQueue(settings))
-    maintenance.start()
-    return maintenance

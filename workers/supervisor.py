@@ -24,10 +24,12 @@ from typing import TypeVar
 from sqlalchemy.orm import Session
 
 from models import Job
+from models.base import utcnow
 from service.db import SessionFactory, transaction
 from service.jobs import claim_job, finish_job, renew_lease, retry_or_fail
 from service.logging import bind
 from service.outages import is_connection_error
+from service.scheduler import Policy, take_for_worker
 from service.settings import Settings
 from service.states import RETRYABLE, FailureReason, JobStatus
 from service.storage import ArtifactStore
@@ -55,17 +57,29 @@ class Supervisor:
         self.owner = owner
 
     def run(self, job_id: uuid.UUID) -> str:
+        policy = Policy.of(self.settings)
         with transaction(self.factory) as session:
-            attempt = claim_job(session, job_id, self.owner, self.settings.lease_seconds)
+            # Only with a place here: the GPUs the scheduler booked for it on this worker.
+            place = take_for_worker(session, job_id, self.owner, utcnow(), policy)
+            gpus = list(place.gpus) if place is not None else []
+            attempt = (
+                claim_job(session, job_id, self.owner, self.settings.lease_seconds)
+                if place is not None
+                else None
+            )
             job = session.get(Job, job_id) if attempt is not None else None
             max_runtime = job.resolved_spec["resources"]["max_runtime_s"] if job else 0
         if attempt is None:
-            log.info("job %s is not queued (claimed, finished or unknown): nothing to do", job_id)
+            log.info(
+                "job %s is not queued for this worker (claimed, finished, placed elsewhere or "
+                "does not fit here): nothing to do",
+                job_id,
+            )
             return "skipped"
         bind(attempt=attempt)  # the task set job_id; lines from here on carry both
         log.info("job %s attempt %d: starting trainer", job_id, attempt)
         try:
-            return self._supervise(job_id, attempt, float(max_runtime))
+            return self._supervise(job_id, attempt, float(max_runtime), gpus)
         except Exception as exc:  # the supervisor itself failed: record it, never lose the job
             log.exception("supervising job %s failed", job_id)
             if is_connection_error(exc):
@@ -73,7 +87,9 @@ class Supervisor:
             self._finish(job_id, attempt, JobStatus.FAILED, "internal_error", repr(exc))
             return "failed"
 
-    def _supervise(self, job_id: uuid.UUID, attempt: int, max_runtime: float) -> str:
+    def _supervise(
+        self, job_id: uuid.UUID, attempt: int, max_runtime: float, gpus: list[int]
+    ) -> str:
         job_dir = self.store.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         result = job_dir / f".attempt-{attempt}.result.json"
@@ -81,8 +97,7 @@ class Supervisor:
         with (job_dir / f"trainer-attempt-{attempt}.log").open("ab") as logfile:
             proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
+                    *trainer_launcher(len(gpus)),
                     "workers.trainer",
                     str(job_id),
                     str(attempt),
@@ -92,7 +107,7 @@ class Supervisor:
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: signals never reach the worker
-                env=os.environ.copy(),
+                env=trainer_environment(gpus),
             )
             try:
                 watch = self._watch(proc, job_id, attempt, max_runtime)
@@ -220,6 +235,25 @@ class Supervisor:
                 log.warning("database unreachable (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def trainer_launcher(gpus: int) -> list[str]:
+    """`python -m`, or torchrun with one process per GPU for a multi-GPU job (DDP on one node)."""
+    if gpus <= 1:
+        return [sys.executable, "-m"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={gpus}",
+        "-m",
+    ]
+
+
+def trainer_environment(gpus: list[int]) -> dict[str, str]:
+    """The worker's environment, the trainer seeing exactly the job's GPUs (none: a CPU job)."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -24,7 +24,8 @@ import torch
 from models import Job
 from service.checkpoints import attempt_dir, find_checkpoint, is_state_file
 from service.datasets import dataset_resolver
-from service.db import SessionFactory, make_engine, make_session_factory
+from service.db import SessionFactory, make_engine, make_session_factory, transaction
+from service.jobs import add_event
 from service.logging import bind, configure_logging
 from service.outages import is_connection_error
 from service.references import resolver
@@ -33,6 +34,7 @@ from service.states import FailureReason
 from service.storage import ArtifactStore
 from service.training_sink import DatabaseSink, DatabaseUnavailable, LeaseLost
 from trainlib.checkpoint import read_state_info
+from trainlib.distributed import from_environment, shutdown
 from trainlib.errors import TrainingError
 from trainlib.loop import train
 from trainlib.spec import JobSpec, parse_spec, resolve, spec_hash
@@ -81,6 +83,23 @@ def watch_supervisor(sink: DatabaseSink, period: float = 1.0) -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
+def record_devices(
+    factory: SessionFactory, job_id: uuid.UUID, attempt: int, processes: int
+) -> None:
+    """The devices this attempt sees, in its event history (what the scheduler gave it)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    with transaction(factory) as session:
+        add_event(
+            session,
+            job_id,
+            attempt,
+            "devices",
+            cuda_visible_devices=visible,
+            processes=processes,
+            cuda=torch.cuda.is_available(),
+        )
+
+
 def out_of_memory(spec: JobSpec) -> Outcome:
     batch = getattr(spec.data, "batch_size", "?")
     return Outcome(
@@ -109,7 +128,9 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
         sink.stop_requested.set()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    watch_supervisor(sink)
+    dist = from_environment()  # one of N processes of a multi-GPU job, under torchrun
+    if dist.world_size == 1:
+        watch_supervisor(sink)  # under torchrun the parent is torchrun, which the group stops
     with factory() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -120,6 +141,8 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
     out_dir = attempt_dir(store, job_id, attempt)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        if dist.is_main:
+            record_devices(factory, job_id, attempt, dist.world_size)
         start = start_point(factory, store, job, spec_hash(resolve(spec)))
         if start.why:
             log.info("job %s attempt %d: %s", job_id, attempt, start.why)
@@ -132,6 +155,7 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
             resolve_job=resolver(factory, team_id, store),
             resolve_dataset=dataset_resolver(factory, team_id, store),
             prune_checkpoints=False,  # the sink publishes, then removes each; the database prunes
+            distributed=dist,
         )
         weights = [p for p in sorted(out_dir.glob("*.safetensors")) if not is_state_file(p.name)]
         sink.close(extra_files=weights)
@@ -156,7 +180,9 @@ def run(job_id: uuid.UUID, attempt: int, owner: str, result: Path) -> int:
         except (LeaseLost, DatabaseUnavailable) as exc:
             log.warning("metrics of the failed attempt not saved: %s", exc)
     engine.dispose()
-    outcome.write(result)
+    shutdown(dist)
+    if dist.is_main:  # rank 0 speaks for every process of the job
+        outcome.write(result)
     return 0
 
 

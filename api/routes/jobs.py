@@ -29,11 +29,12 @@ from api.schemas import (
 from models.base import utcnow
 from service import checkpoints, fork
 from service import jobs as job_service
-from service.dispatch import mark_dispatched
+from service.dispatch import publish_job
 from service.metrics import read_metrics
 from service.queue import JobQueue
 from service.references import check_references
 from service.scheduler import Policy, why_pending
+from service.settings import Settings
 from service.states import JobStatus
 from trainlib.estimate import estimate
 from trainlib.spec import parse_spec, resolve, spec_hash
@@ -64,19 +65,17 @@ async def submit_job(
     )
     session.commit()
     if submitted.created:
-        await publish(session, queue, submitted.job.id)
+        await publish(session, queue, settings, submitted.job.id)
     else:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
     return JobDetail.of(submitted.job)
 
 
-async def publish(session: Session, queue: JobQueue, job_id: uuid.UUID) -> None:
-    """Send a stored job to the broker. If the broker is down the job stays queued (still a 201)
-    and the dispatcher sends it later; after the commit: the database is the source of truth."""
-    if await run_in_threadpool(queue.enqueue, job_id):
-        mark_dispatched(session, [job_id], utcnow())
-        session.commit()
+async def publish(session: Session, queue: JobQueue, settings: Settings, job_id: uuid.UUID) -> None:
+    """Place and send what can start now (service/dispatch.py). If the broker is down the job
+    stays queued (still a 201) and the dispatcher sends it later."""
+    await run_in_threadpool(publish_job, session, queue, settings, job_id)
 
 
 @router.post("/validate", response_model=ValidationOut)
@@ -212,6 +211,7 @@ async def fork_job(
     body: ForkIn,
     team: TeamDep,
     session: SessionDep,
+    settings: SettingsDep,
     queue: QueueDep,
     store: StoreDep,
 ) -> JobDetail:
@@ -224,5 +224,5 @@ async def fork_job(
     except fork.ForkError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     session.commit()
-    await publish(session, queue, job.id)
+    await publish(session, queue, settings, job.id)
     return JobDetail.of(job)

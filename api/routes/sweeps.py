@@ -75,7 +75,7 @@ async def create_sweep(
     )
     session.commit()
     for job in created.jobs:
-        await publish(session, queue, job.id)  # after the commit, as POST /v1/jobs does
+        await publish(session, queue, settings, job.id)  # after the commit, as POST /v1/jobs does
     return SweepOut.model_validate(sweep_service.summarize(created.sweep, created.jobs))
 
 

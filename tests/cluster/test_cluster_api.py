@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.main import create_app
-from models import Job
+from models import Job, Placement
 from models.base import utcnow
 from service.auth import create_key, get_or_create_team
 from service.db import SessionFactory, make_engine, make_session_factory, transaction
@@ -162,10 +162,17 @@ def test_a_team_sees_only_its_own_jobs_on_the_workers(
     owner, other = new_key(factory, "owner"), new_key(factory, "other")
     with transaction(factory) as session:  # earlier tests' queued jobs would compete for node-9
         session.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))
+    # The submission's own scheduling pass places it on the one worker with a free GPU.
     job_id = client.post("/v1/jobs", json=spec(gpus=1), headers=owner).json()["id"]
     with transaction(factory) as session:
-        placed = dispatch(session, utcnow(), Policy(), cluster_settings.task_queue)
-    assert [(str(d.job_id), d.worker_id, d.gpus) for d in placed] == [(job_id, "node-9", (7,))]
+        assert dispatch(session, utcnow(), Policy(), cluster_settings.task_queue) == []
+        placement = session.get(Placement, uuid.UUID(job_id))
+        assert placement is not None
+        assert (placement.worker_id, list(placement.gpus)) == ("node-9", [7])
+    broker = redis.Redis.from_url(cluster_settings.broker_url)
+    own_queue = f"{cluster_settings.task_queue}.worker.node-9"
+    assert broker.llen(own_queue) == 1  # sent to that worker's own queue
+    broker.delete(own_queue)
 
     def node9(headers: dict[str, str]) -> dict[str, Any]:
         workers = client.get("/v1/cluster", headers=headers).json()["workers"]
