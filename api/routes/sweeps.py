@@ -28,19 +28,6 @@ class Child(BaseModel):
     failure_reason: str | None
 
 
-class SweepOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    method: str
-    metric: str
-    goal: str
-    created_at: datetime
-    counts: dict[str, int]
-    done: bool
-    children: list[Child]
-    best: Child | None
-
-
 class SweepBrief(BaseModel):
     id: uuid.UUID
     name: str
@@ -51,6 +38,10 @@ class SweepBrief(BaseModel):
     counts: dict[str, int]
     done: bool
     best: Child | None
+
+
+class SweepOut(SweepBrief):
+    children: list[Child]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)

@@ -5,9 +5,6 @@ A fresh database for this module: the cluster view and the queue span every team
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from service.db import SessionFactory, make_engine, make_session_factory, transa
 from service.migrate import upgrade
 from service.scheduler import Policy, dispatch, register_worker
 from service.settings import Settings
+from tests.integration.test_admin import admin
 from tests.support.services import temporary_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -184,18 +182,3 @@ def test_a_team_sees_only_its_own_jobs_on_the_workers(
     assert mine["gpus"] == [{"index": 7, "busy": True, "job_id": job_id}]
     assert theirs["jobs"][0] == {"team": "owner", "id": None, "name": None, "gpus": [7]}
     assert theirs["gpus"] == [{"index": 7, "busy": True, "job_id": None}]
-
-
-def admin(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMEN_")}
-    env["REGIMEN_DATABASE_URL"] = settings.resolved_database_url
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "service.admin", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
