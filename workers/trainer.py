@@ -69,7 +69,7 @@ def start_point(factory: SessionFactory, store: ArtifactStore, job: Job, digest:
     return StartPoint(warm_start=source, why=f"forked from {origin}: its weights, fresh state")
 
 
-def watch_supervisor(sink: DatabaseSink, period: float = 1.0) -> None:
+def watch_supervisor(sink: DatabaseSink, period: float = 0.25) -> None:
     """If the supervisor dies (a killed worker), checkpoint and stop rather than train on
     unsupervised until the lease runs out: the retry then resumes from a fresher state."""
     parent = os.getppid()
