@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.body import BodyLimit
 from api.errors import install_error_handlers
 from api.routes import cluster, components, datasets, events, health, jobs, sweeps
 from api.routes.dashboard import install_dashboard
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.state.queue = queue or CeleryJobQueue(settings)
     app.state.store = ArtifactStore(settings.resolved_artifact_dir)
     app.state.metrics = api_metrics(app.state.session_factory, settings.lease_seconds)
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, own_limit=frozenset({datasets.UPLOAD_PATH})
+    )
     app.add_middleware(RequestLatency, histogram=app.state.metrics.request_latency)
     install_error_handlers(app)
     app.include_router(health.router)

@@ -20,7 +20,8 @@ from models import Dataset
 from service import datasets as dataset_service
 from trainlib.components.datasets_upload import UploadError, check_format
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+UPLOAD_PATH = "/v1/datasets"  # streams to a file under its own limit, not REGIMEN_MAX_BODY_BYTES
+router = APIRouter(prefix=UPLOAD_PATH, tags=["datasets"])
 
 
 class DatasetOut(BaseModel):

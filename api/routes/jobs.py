@@ -53,7 +53,7 @@ async def submit_job(
     store: StoreDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobDetail:
-    raw = await read_document(request, settings.max_body_bytes)
+    raw = await read_document(request)
     submitted = job_service.submit_job(
         session,
         team_id=key.team_id,
@@ -80,9 +80,9 @@ async def publish(session: Session, queue: JobQueue, settings: Settings, job_id:
 
 @router.post("/validate", response_model=ValidationOut)
 async def validate_job(
-    request: Request, team: TeamDep, session: SessionDep, settings: SettingsDep, store: StoreDep
+    request: Request, team: TeamDep, session: SessionDep, store: StoreDep
 ) -> ValidationOut:
-    spec = parse_spec(await read_document(request, settings.max_body_bytes))
+    spec = parse_spec(await read_document(request))
     resolved = resolve(spec)
     check_references(session, team.id, resolved, store)
     return ValidationOut(

@@ -336,6 +336,14 @@ def test_body_over_the_limit_is_413(
         assert response.status_code == 413, response.text
         response = limited.post("/v1/jobs/validate", content=padded, headers=auth)
         assert response.status_code == 413
+        # Every other body too: a sweep of many children, a fork's changes.
+        sweep = {"spec": small_spec(), "grid": {"optimizer.lr": [i / 1e4 for i in range(1, 41)]}}
+        response = limited.post("/v1/sweeps", json=sweep, headers=auth)
+        assert response.status_code == 413, response.text
+        assert "REGIMEN_MAX_BODY_BYTES" in response.json()["detail"]
+        fork = {"changes": {"name": "x" * 400}}
+        response = limited.post(f"/v1/jobs/{uuid.uuid4()}/fork", json=fork, headers=auth)
+        assert response.status_code == 413, response.text
         assert count_jobs(session_factory, team_id) == before
 
 
