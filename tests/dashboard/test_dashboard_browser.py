@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.e2e.conftest import LiveService
-from tests.support.processes import REPO_ROOT, wait_job
+from tests.support.processes import REPO_ROOT, wait_job, wait_until
 
 pytestmark = pytest.mark.e2e
 # The quickstart spec, shortened: the test needs a finished job with curves, not 97 %.
@@ -156,3 +156,45 @@ def test_component_catalog_lists_every_entry(
     assert page.locator("article.component cite").count() == sum(
         1 for entry in catalog["optimizer"] if entry.get("paper")
     )
+
+
+def test_a_running_job_page_streams_its_curve(
+    live_service: LiveService, team_key: tuple[str, str], page: Page
+) -> None:
+    """The job page of a running job follows its event stream (fetch with the key: EventSource
+    cannot send one) and the loss curve grows to every point the API has."""
+    key = team_key[1]
+    streamed: list[str] = []
+    page.on("request", lambda r: streamed.append(r.url) if r.url.endswith("/events") else None)
+    page.goto(live_service.base_url + "/")
+    page.fill("#api-key", key)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#jobs-table")
+    with httpx.Client(
+        base_url=live_service.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as api:
+        long = SPEC.replace(b"steps: 200", b"steps: 800")  # SPEC is the 200-step quickstart
+        job_id = api.post(
+            "/v1/jobs", content=long, headers={"Content-Type": "application/yaml"}
+        ).json()["id"]
+        wait_until(
+            lambda: api.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] > 0,
+            120,
+            "the job training",
+            poll=0.05,
+        )
+        page.goto(f"{live_service.base_url}/#/jobs/{job_id}")
+        page.wait_for_selector(".job[data-live='stream']")
+        drawn: set[int] = set()
+        while page.query_selector(".job[data-status='succeeded']") is None:
+            figure = page.query_selector("figure[data-chart='loss'][data-drawn='true']")
+            if figure is not None:
+                drawn.add(json.loads(figure.get_attribute("data-points") or "{}").get("loss", 0))
+            assert page.query_selector(".job[data-status='failed']") is None
+            page.wait_for_timeout(100)
+        total = len(api.get(f"/v1/jobs/{job_id}/metrics").json()["series"]["loss"]["steps"])
+    assert total == 40  # logged every 20 of 800 steps
+    final = page.wait_for_selector("figure[data-chart='loss'][data-drawn='true']")
+    assert json.loads(final.get_attribute("data-points") or "{}")["loss"] == total
+    assert len(drawn - {total}) >= 2, f"the curve never grew while the job ran: {drawn}"
+    assert streamed == [f"{live_service.base_url}/v1/jobs/{job_id}/events"]

@@ -25,6 +25,7 @@ from tests.support.processes import (
     process,
     uvicorn_command,
     wait_log_line,
+    wait_until,
     worker_command,
 )
 
@@ -126,17 +127,6 @@ def wait_healthz(base: str, api: Process, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"the API did not start:\n{api.tail()}")
-
-
-def wait_until(check: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
-    """Poll `check()` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError(f"{what}: not within {timeout} s")
 
 
 def redis_command(port: int, folder: Path) -> list[str]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.cluster import api_client, cluster, tiny_spec, wait_until
+from tests.faults.cluster import api_client, cluster, tiny_spec
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 # 200 in the issue; each job starts a trainer process (~3 s of imports on an idle core), so the

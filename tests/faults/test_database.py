@@ -14,9 +14,9 @@ from service.auth import create_key
 from service.db import make_engine, make_session_factory, transaction
 from service.migrate import upgrade
 from service.settings import Settings
-from tests.faults.cluster import FINAL, api_client, cluster, fault_env, tiny_spec, wait_until
+from tests.faults.cluster import FINAL, api_client, cluster, fault_env, tiny_spec
 from tests.faults.postgres import start_postgres, stop_postgres
-from tests.support.processes import wait_job
+from tests.support.processes import wait_job, wait_until
 from tests.support.services import start_private_postgres, temporary_database
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.cluster import FINAL, api_client, cluster, tiny_spec, wait_until
-from tests.support.processes import wait_job
+from tests.faults.cluster import FINAL, api_client, cluster, tiny_spec
+from tests.support.processes import wait_job, wait_until
 
 pytestmark = pytest.mark.e2e
 

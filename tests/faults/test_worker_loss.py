@@ -21,8 +21,8 @@ from safetensors.torch import load
 
 from service.queue import CeleryJobQueue
 from service.settings import Settings
-from tests.faults.cluster import FINAL, api_client, cluster, tiny_spec, wait_until
-from tests.support.processes import wait_job
+from tests.faults.cluster import FINAL, api_client, cluster, tiny_spec
+from tests.support.processes import wait_job, wait_until
 
 pytestmark = pytest.mark.e2e
 

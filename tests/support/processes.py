@@ -125,3 +125,14 @@ __all__ = [
     "wait_log_line",
     "worker_command",
 ]
+
+
+def wait_until(check: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
+    """Poll `check()` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(f"{what}: not within {timeout} s")

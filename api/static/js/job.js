@@ -3,9 +3,9 @@
 import { download, get, post } from "./api.js";
 import { LineChart, chartGroup } from "./charts.js";
 import { FINAL, bytes, duration, errorBox, h, number, statusBadge, time } from "./dom.js";
-import { poll } from "./poll.js";
+import { subscribe } from "./stream.js";
 
-const REFRESH_MS = 2000;
+const MIN_GAP_MS = 500; // a busy stream redraws at most twice a second
 const TITLES = { loss: "Loss", accuracy: "Accuracy", lr: "Learning rate" };
 const ORDER = ["loss", "accuracy", "lr"]; // then the rest, alphabetically
 
@@ -196,19 +196,52 @@ export function renderJob(view, jobId) {
     events.replaceChildren(eventsTable(history));
     artifacts.replaceChildren(artifactsTable(jobId, files, checkpointSteps(history)));
     page.dataset.loaded = "true";
-    return !FINAL.has(job.status); // a finished job needs no more polling
   }
 
-  const stop = poll(async () => {
-    try {
-      return await refresh();
-    } catch (error) {
-      head.replaceChildren(errorBox(error));
-      return error.status !== 404;
+  // Redraw on every streamed event, coalesced: one refresh at a time, one more queued.
+  let running = false;
+  let pending = false;
+  let stopped = false;
+  async function update() {
+    if (running) {
+      pending = true;
+      return;
     }
-  }, REFRESH_MS);
+    running = true;
+    try {
+      do {
+        pending = false;
+        const started = Date.now();
+        try {
+          await refresh();
+        } catch (error) {
+          head.replaceChildren(errorBox(error));
+        }
+        const wait = MIN_GAP_MS - (Date.now() - started);
+        if (pending && wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      } while (pending && !stopped);
+    } finally {
+      running = false;
+    }
+  }
+
+  let stopStream = () => {};
+  update().then(() => {
+    if (stopped || FINAL.has(page.dataset.status) || !page.dataset.status) return;
+    page.dataset.live = "stream";
+    let ended = false; // the job's final status came: the server ends the stream after it
+    stopStream = subscribe(`/v1/jobs/${jobId}/events`, {
+      onEvent: ({ event, data }) => {
+        ended ||= event === "status" && FINAL.has(data.status);
+        update();
+      },
+      onEnd: async () => !stopped && !ended, // cut short (a proxy): reconnect
+      onError: (error) => head.replaceChildren(errorBox(error)),
+    });
+  });
   return () => {
-    stop();
+    stopped = true;
+    stopStream();
     for (const chart of byGroup.values()) chart.destroy();
   };
 }

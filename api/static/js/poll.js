@@ -1,6 +1,6 @@
-// Live updates by polling the JSON API: the next call starts only after the last one ended,
-// and a hidden tab does not poll. Returns a function that stops it.
-// (The SSE stream cannot be used from EventSource: it cannot send the Authorization header.)
+// Live updates by polling the JSON API, for the pages that watch many jobs (the table, the
+// compare page; one job's page follows its event stream: stream.js). The next call starts only
+// after the last one ended, and a hidden tab does not poll. Returns a function that stops it.
 
 export function poll(task, everyMs) {
   let stopped = false;
