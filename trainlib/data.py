@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import torch
 
 Task = Literal["classification", "sequence", "regression"]
+TASKS: frozenset[Task] = frozenset(get_args(Task))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
 import trainlib.components  # noqa: F401  (registers the built-in components)
 from trainlib.components.schedules_runtime import BatchScaling
 from trainlib.compression import BitNetSettings, PruningSettings
+from trainlib.data import Task
 from trainlib.registries import (
     DATASETS,
     INITS,
@@ -31,6 +33,7 @@ from trainlib.registries import (
     SCHEDULES,
 )
 from trainlib.registry import ComponentSettings, Registry
+from trainlib.regularizers.base import task_mismatch
 
 
 def _union_of(registry: Registry) -> Any:
@@ -164,6 +167,11 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"fp16 loss scaling needs the plain step, not {strategies[0]}; use bf16"
             )
+        known: Callable[[], Task | None] | None = getattr(self.data, "known_task", None)
+        task = known() if known is not None else None
+        for reg in self.regularizers:
+            if task is not None and (why := task_mismatch(reg, task)) is not None:
+                raise ValueError(why)
         soft = [r.name for r in self.regularizers if getattr(r, "soft_targets", False)]
         if soft and not getattr(self.loss, "soft_targets", True):
             raise ValueError(

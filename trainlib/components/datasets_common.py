@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainlib.data import DataBundle, DataInfo
+from trainlib.data import DataBundle, DataInfo, Task
 
 # Each random stream of a data set has its own seed, `seed + k·2³²` for stream k (job seeds are
 # below 2³²), so changing one setting (the noise, say) never moves another (the split), and no
@@ -32,6 +32,11 @@ class DataSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_size: int = Field(128, ge=1, le=65536)
+
+    def known_task(self) -> Task | None:
+        """The task this data gives, where its settings tell (checked at submission); None
+        when only the data itself tells (an upload), checked when the job starts."""
+        return "classification"
 
 
 class LabelNoiseSettings(DataSettings):

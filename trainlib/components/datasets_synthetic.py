@@ -17,7 +17,7 @@ from trainlib.components.datasets_common import (
     split_indices,
     stream,
 )
-from trainlib.data import DataBundle, DataInfo
+from trainlib.data import DataBundle, DataInfo, Task
 from trainlib.registries import DATASETS
 
 
@@ -122,6 +122,9 @@ class TeacherStudentSettings(ClassificationSettings):
         if self.task == "classification" and self.num_outputs == 1:
             raise ValueError("classification needs num_outputs >= 2")
         return self
+
+    def known_task(self) -> Task | None:
+        return self.task
 
     @property
     def outputs(self) -> int:

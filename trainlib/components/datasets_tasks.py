@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from trainlib.components.datasets_common import TASK_STREAM, stream
-from trainlib.data import DataBundle, TaskSequence
+from trainlib.data import DataBundle, Task, TaskSequence
 from trainlib.errors import DataError
 from trainlib.registries import DATASETS
 from trainlib.registry import ComponentSettings
@@ -57,6 +57,9 @@ class TaskSequenceSettings(BaseModel):
         if self.steps_per_task is not None and self.epochs_per_task is not None:
             raise ValueError("give steps_per_task or epochs_per_task, not both")
         return self
+
+    def known_task(self) -> Task | None:
+        return "classification"  # its base must be a classification set
 
 
 def _task_generator(seeds: torch.Tensor, task: int) -> torch.Generator:

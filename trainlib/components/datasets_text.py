@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from trainlib.components.datasets_common import DataSettings
-from trainlib.data import DataBundle, DataInfo
+from trainlib.data import DataBundle, DataInfo, Task
 from trainlib.registries import DATASETS
 
 TEXTS = {"shakespeare_sonnets": "shakespeare_sonnets.txt"}
@@ -55,6 +55,9 @@ class CharTextSettings(DataSettings):
         None, ge=1, le=4096, description="characters between window starts; None: T / 8"
     )
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the text, from its end")
+
+    def known_task(self) -> Task | None:
+        return "sequence"
 
 
 def windows(ids: torch.Tensor, length: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:

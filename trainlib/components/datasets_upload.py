@@ -24,7 +24,7 @@ import torch
 from pydantic import Field
 
 from trainlib.components.datasets_common import ClassificationSettings, noisy_labels, split_indices
-from trainlib.data import DataBundle, DataInfo
+from trainlib.data import DataBundle, DataInfo, Task
 from trainlib.errors import DataError
 from trainlib.registries import DATASETS
 
@@ -179,6 +179,9 @@ class UploadSettings(ClassificationSettings):
 
     dataset: str = Field(..., pattern=UUID_PATTERN, description="the id POST /v1/datasets gave")
     standardize: bool = Field(True, description="scale features by training mean and std")
+
+    def known_task(self) -> Task | None:
+        return None  # classification or regression: the file tells
 
 
 @DATASETS.register(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from trainlib.components.blocks import ResidualBlock, fixup_bias
 from trainlib.components.models_common import Activation, ModelSettings, make_activation
@@ -70,6 +71,9 @@ class CausalSelfAttention(nn.Module):
             g0 = s.qk_scale_init or math.log2(s.max_len**2 - s.max_len)
             self.qk_scale = nn.Parameter(torch.tensor(float(g0)))
         self.proj = nn.Linear(d, d)
+        #: set by a regularizer that differentiates the gradient (grad_norm_penalty): the fused
+        #: attention kernels have no double backward, the math one has
+        self.twice_differentiable = False
 
     def input_layer(self) -> nn.Linear:
         return self.qkv
@@ -86,9 +90,16 @@ class CausalSelfAttention(nn.Module):
             q = F.normalize(q, dim=-1) * self.qk_scale
             k = F.normalize(k, dim=-1)
             scale = 1.0
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True, scale=scale
-        )
+        dropout = self.dropout if self.training else 0.0
+        if self.twice_differentiable:
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(
+                    q, k, v, dropout_p=dropout, is_causal=True, scale=scale
+                )
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, scale=scale
+            )
         result: torch.Tensor = self.proj(out.transpose(1, 2).reshape(b, t, d))
         return result
 

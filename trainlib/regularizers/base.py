@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from trainlib.data import DataInfo
+from trainlib.data import TASKS, DataInfo, Task
 
 ParamGroups = list[dict[str, Any]]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -34,6 +34,20 @@ class RegularizerSettings(BaseModel):
     step_strategy: ClassVar[bool] = False
     #: turns hard labels into soft targets (the loss must accept soft targets)
     soft_targets: ClassVar[bool] = False
+    #: the data tasks it can train on (DataInfo.task)
+    tasks: ClassVar[frozenset[Task]] = TASKS
+
+
+def task_mismatch(settings: BaseModel, task: Task) -> str | None:
+    """Why a regularizer cannot train on data of this task; None when it can."""
+    tasks: frozenset[Task] = getattr(settings, "tasks", TASKS)
+    if task in tasks:
+        return None
+    name = getattr(settings, "name", type(settings).__name__)
+    return (
+        f"regularizer {name} works on {' or '.join(sorted(tasks))} data, and this data set is a "
+        f"{task} task; remove the regularizer or choose another data set"
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from trainlib.checkpoint import load_weights
+from trainlib.data import Task
 from trainlib.errors import DataError
 from trainlib.registries import MODELS, REGULARIZERS
 from trainlib.regularizers.base import (
@@ -43,6 +44,7 @@ class KdSettings(RegularizerSettings):
     alpha: float = Field(
         9.0, ge=0, le=10_000, description="weight of T²·KL beside the base loss (weight 1)"
     )
+    tasks: ClassVar[frozenset[Task]] = frozenset({"classification", "sequence"})  # class logits
 
 
 def kd_term(
@@ -136,6 +138,7 @@ class PsKdSettings(RegularizerSettings):
     """Targets (1 − α_e)·e_y + α_e·p_prev, with α_e = alpha_T·(e + 1)/E."""
 
     soft_targets: ClassVar[bool] = True
+    tasks: ClassVar[frozenset[Task]] = frozenset({"classification"})  # one target row per sample
 
     alpha_T: float = Field(0.8, ge=0, le=1, description="α at the last epoch")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from trainlib.data import Task
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import (
     PenaltyContext,
@@ -20,6 +21,7 @@ CLAMP = 1e-4
 
 
 class ElrSettings(RegularizerSettings):
+    tasks: ClassVar[frozenset[Task]] = frozenset({"classification"})  # one target row per sample
     strength: float = Field(
         3.0, ge=0, le=100, description="λ (CIFAR-10 symmetric noise 3, CIFAR-100 7, asym 1)"
     )

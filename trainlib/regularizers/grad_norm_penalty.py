@@ -17,7 +17,9 @@ from collections.abc import Sequence
 
 import torch
 from pydantic import Field
+from torch import nn
 
+from trainlib.components.models_transformer import CausalSelfAttention
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import (
     PenaltyContext,
@@ -49,6 +51,11 @@ class GradNormPenalty(Regularizer):
 
     def __init__(self, s: GradNormPenaltySettings) -> None:
         self.s = s
+
+    def configure_model(self, model: nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, CausalSelfAttention):  # the math kernel: double backward
+                module.twice_differentiable = True
 
     def penalty(self, ctx: PenaltyContext) -> torch.Tensor | None:
         if not ctx.base_loss.requires_grad:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from trainlib.data import Task
 from trainlib.errors import DataError
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import (
@@ -25,6 +26,10 @@ from trainlib.regularizers.base import (
     RegularizerSettings,
     SetupContext,
 )
+
+# Mixing blends inputs and their target rows (one-hot labels, or regression values); token ids
+# and per-position labels cannot be blended.
+MIXABLE: frozenset[Task] = frozenset({"classification", "regression"})
 
 # offsets keep the streams of different methods apart under the same job seed
 _STREAM = {"mixup": 0x6D69, "cutmix": 0x6375, "rank_mixup": 0x726B}
@@ -64,6 +69,7 @@ def beta_draw(rng: np.random.Generator, alpha: float) -> float:
 
 class MixupSettings(RegularizerSettings):
     soft_targets: ClassVar[bool] = True
+    tasks: ClassVar[frozenset[Task]] = MIXABLE
 
     alpha: float = Field(1.0, ge=0, le=100, description="λ ~ Beta(α, α); 0 turns mixing off")
 
@@ -107,6 +113,7 @@ def build_mixup(s: MixupSettings, setup: SetupContext) -> Regularizer:
 
 class CutmixSettings(RegularizerSettings):
     soft_targets: ClassVar[bool] = True
+    tasks: ClassVar[frozenset[Task]] = MIXABLE
 
     beta: float = Field(1.0, gt=0, le=100, description="λ ~ Beta(β, β)")
     prob: float = Field(
@@ -186,6 +193,7 @@ def build_cutmix(s: CutmixSettings, setup: SetupContext) -> Regularizer:
 
 
 class RankMixupSettings(RegularizerSettings):
+    tasks: ClassVar[frozenset[Task]] = frozenset({"classification"})  # ranks class confidences
     loss: Literal["mrl", "mndcg"] = Field(
         "mrl", description="mixup ranking loss (margin on max logits) or M-NDCG"
     )

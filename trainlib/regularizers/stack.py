@@ -9,6 +9,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from trainlib.errors import DataError
 from trainlib.registries import REGULARIZERS
 from trainlib.regularizers.base import (
     LossFn,
@@ -16,6 +17,7 @@ from trainlib.regularizers.base import (
     PenaltyContext,
     Regularizer,
     SetupContext,
+    task_mismatch,
 )
 
 
@@ -40,6 +42,8 @@ class RegularizerStack:
     def build(cls, specs: Sequence[BaseModel], setup: SetupContext) -> RegularizerStack:
         built: list[Regularizer] = []
         for spec in specs:
+            if (why := task_mismatch(spec, setup.info.task)) is not None:
+                raise DataError(why)  # an upload: its task is known only now
             reg = REGULARIZERS.build(spec, setup)
             reg.name = getattr(spec, "name", reg.name)
             reg.settings = spec

@@ -80,7 +80,10 @@ def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]
 
 
 def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """CE_i for class indices or soft targets (rows summing to 1)."""
+    """CE_i for class indices or soft targets (rows summing to 1); each position of a sequence
+    task (logits (B, T, C), labels (B, T)) counts as a sample."""
+    if logits.ndim == 3:
+        logits, targets = logits.flatten(0, 1), targets.flatten()
     if targets.is_floating_point():
         return -(targets * F.log_softmax(logits, dim=-1)).sum(-1)
     return F.cross_entropy(logits, targets, reduction="none")
