@@ -3,7 +3,10 @@
 Order: effective priority (a job waiting past the starvation threshold is promoted one level),
 then fair share (the team with the fewest weighted device-seconds over a sliding window, then
 the fewest devices in use), then submission time. A job that does not fit yet does not block
-smaller ones behind it (backfill); promotion keeps it from waiting forever behind higher ranks.
+smaller ones behind it (backfill); promotion keeps it from waiting forever behind higher ranks,
+and a promoted GPU job that still does not fit has GPUs held for it: those of the worker nearest
+to fitting it, where nothing ranked below it starts until it does (a reservation), so a stream
+of small jobs cannot keep a big one out for ever.
 
 Placement is safe under races: one dispatcher at a time decides (a PostgreSQL advisory lock;
 SQLite serialises writers), and the primary keys of `placements` (worker, slot) and
@@ -253,11 +256,14 @@ def _team_states(session: Session, now: datetime, policy: Policy) -> dict[uuid.U
     return states
 
 
+def starving(job: Job, now: datetime, policy: Policy) -> bool:
+    return (now - job.created_at).total_seconds() > policy.starvation_s
+
+
 def effective_priority(job: Job, now: datetime, policy: Policy) -> int:
     """The job's priority, one level higher once it has waited past the starvation threshold."""
     rank = PRIORITY_RANK.get(job.priority, 1)
-    waited = (now - job.created_at).total_seconds()
-    return rank + 1 if waited > policy.starvation_s else rank
+    return rank + 1 if starving(job, now, policy) else rank
 
 
 def _rank_key(
@@ -329,6 +335,30 @@ def _best_fit(capacities: list[_Capacity], gpus: int) -> _Capacity | None:
     if not fitting:
         return None
     return min(fitting, key=lambda c: (len(c.free_gpus) - gpus, len(c.free_slots), c.worker.id))
+
+
+HeldGpus = set[tuple[str, int]]  # (host, gpu)
+
+
+def _hold_for(job: Job, capacities: list[_Capacity]) -> tuple[Worker | None, HeldGpus]:
+    """The worker a starving job waits on, the one big enough with the most GPUs free now, and
+    its GPUs to hold; nothing when no live worker is big enough."""
+    able = [c for c in capacities if len(c.worker.gpus) >= job.gpus and c.worker.slots >= 1]
+    if not able:
+        return None, set()
+    nearest = max(able, key=lambda c: (len(c.free_gpus), c.worker.id))
+    return nearest.worker, {(nearest.worker.host, g) for g in nearest.worker.gpus}
+
+
+def _unheld(capacity: _Capacity, held: HeldGpus) -> list[int]:
+    return [g for g in capacity.free_gpus if (capacity.worker.host, g) not in held]
+
+
+def _without(capacities: list[_Capacity], held: HeldGpus) -> list[_Capacity]:
+    """The capacities with held GPUs taken out; the slot lists stay shared with the originals."""
+    if not held:
+        return capacities
+    return [_Capacity(c.worker, c.free_slots, _unheld(c, held)) for c in capacities]
 
 
 # --- the dispatch pass ----------------------------------------------------------------------
@@ -419,12 +449,15 @@ def dispatch(session: Session, now: datetime, policy: Policy, pool: str) -> list
     decisions: list[Decision] = []
     while waiting and any(c.free_slots for c in capacities):
         waiting.sort(key=lambda j: _rank_key(j, teams, now, policy))
+        held: HeldGpus = set()  # for starving jobs ranked above the one being placed
         for job in waiting:
             team = teams[job.team_id]
             if team.over_quota(job.gpus):
                 continue
-            place = _best_fit(capacities, job.gpus)
+            place = _best_fit(_without(capacities, held), job.gpus)
             if place is None:
+                if job.gpus and starving(job, now, policy):
+                    held |= _hold_for(job, capacities)[1]
                 continue
             decisions.append(_book(session, job, place, capacities, team))
             waiting.remove(job)
@@ -461,10 +494,17 @@ def why_pending(session: Session, job: Job, now: datetime, policy: Policy) -> di
     if quota:
         reasons.append(quota)
     live = _live_workers(session, job.pool, now, policy)
+    capacities = _capacities(session, live)
     if not live:
         reasons.append("no worker is running")
-    elif not any(c.fits(job.gpus) for c in _capacities(session, live)):
-        if job.gpus:
+    elif not any(c.fits(job.gpus) for c in capacities):
+        nearest = _hold_for(job, capacities)[0] if starving(job, now, policy) else None
+        if job.gpus and nearest is not None:
+            reasons.append(
+                f"worker {nearest.id} to free {job.gpus} GPUs (held for this job, which has "
+                "waited long: nothing new starts on them)"
+            )
+        elif job.gpus:
             reasons.append(f"no worker with {job.gpus} free GPUs")
         else:
             reasons.append("no worker with a free slot")

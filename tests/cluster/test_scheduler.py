@@ -28,6 +28,7 @@ from service.scheduler import (
     Policy,
     PriorityNotAllowed,
     QuotaExceeded,
+    beat,
     check_submission,
     cluster_view,
     dispatch,
@@ -211,6 +212,44 @@ def test_priority_then_starvation_promotion(factory: SessionFactory) -> None:
         assert why_pending(s, job, now, POLICY)["position"] == 1
         (decision,) = dispatch(s, now, POLICY, "regimen")
     assert decision.job_id == starving.id and fresh.id != starving.id
+
+
+def test_a_starving_big_job_has_gpus_held_so_small_ones_cannot_keep_it_out(
+    factory: SessionFactory,
+) -> None:
+    now = utcnow()
+    with transaction(factory) as s:
+        add_worker(s, "big", [0, 1, 2, 3], now)
+        for _ in range(3):
+            submit(s, "a", at=now - timedelta(seconds=900))
+        on_big = [d.job_id for d in dispatch(s, now, POLICY, "regimen")]
+        for job_id in on_big:
+            start(s, job_id, now)
+        add_worker(s, "small", [0], now)  # another host: its GPU is not one of big's
+        four = submit(s, "b", gpus=4, at=now - timedelta(seconds=300))
+        fresh = [submit(s, "a", at=now + timedelta(seconds=i)) for i in range(3)]
+        # Not starving yet: small jobs backfill around it, on big's last GPU and on small's.
+        backfilled = {d.job_id: d.worker_id for d in dispatch(s, now, POLICY, "regimen")}
+    assert len(on_big) == 3 and sorted(backfilled.values()) == ["big", "small"]
+    assert set(backfilled) == {fresh[0].id, fresh[1].id}
+    on_big += [job_id for job_id, worker in backfilled.items() if worker == "big"]
+
+    later = now + timedelta(seconds=400)  # the 4-GPU job has waited 700 s > 600 s
+    with transaction(factory) as s:
+        assert beat(s, "big", later) and beat(s, "small", later)
+        for job_id in on_big[:2]:
+            end(s, job_id, later)
+        # Two of big's GPUs are free, but they are held: the fresh 1-GPU job stays queued.
+        assert dispatch(s, later, POLICY, "regimen") == []
+        job = s.get(Job, four.id)
+        assert job is not None
+        assert why_pending(s, job, later, POLICY)["waiting_for"][0].startswith(
+            "worker big to free 4 GPUs (held for this job"
+        )
+        for job_id in on_big[2:]:
+            end(s, job_id, later)
+        decisions = [(d.job_id, d.worker_id, d.gpus) for d in dispatch(s, later, POLICY, "regimen")]
+    assert decisions == [(four.id, "big", (0, 1, 2, 3))]
 
 
 def test_fair_share_interleaves_and_balances_gpu_seconds(factory: SessionFactory) -> None:
