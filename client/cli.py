@@ -314,6 +314,8 @@ def components(
     title = f"{entry['kind']} {entry['name']}"
     console.print(Text.assemble((title, "bold"), f": {entry.get('summary', '')}"))
     console.print(f"paper: {entry.get('paper') or '-'}")
+    if "tasks" in entry:
+        console.print(f"data tasks: {', '.join(entry['tasks'])}")
     console.print_json(json.dumps(entry.get("schema", {})))
 
 

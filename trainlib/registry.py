@@ -33,13 +33,17 @@ class Entry:
     paper: str | None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "kind": self.kind,
             "name": self.name,
             "summary": self.summary,
             "paper": self.paper,
             "schema": self.settings.model_json_schema(),
         }
+        tasks = getattr(self.settings, "tasks", None)  # a regularizer's: the data it trains on
+        if tasks is not None:
+            described["tasks"] = sorted(tasks)
+        return described
 
 
 class Registry:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from tests.regularizers.helpers import spec_error_paths
 from trainlib import SpecError, parse_spec, train
+from trainlib.catalog import catalog
 from trainlib.components.models_transformer import CausalSelfAttention
 from trainlib.data import TASKS, DataInfo
 from trainlib.errors import DataError
@@ -42,6 +43,9 @@ def test_the_task_lists_of_the_label_mixers_and_distillers() -> None:
     assert tasks["elr"] == tasks["ps_kd"] == tasks["rank_mixup"] == {"classification"}
     assert tasks["kd"] == {"classification", "sequence"}
     assert tasks["l2"] == tasks["grad_norm_penalty"] == tasks["rwp"] == TASKS
+    listed = {e["name"]: e["tasks"] for e in catalog()["regularizer"]}  # GET /v1/components
+    assert listed["mixup"] == ["classification", "regression"]
+    assert listed["l2"] == ["classification", "regression", "sequence"]
 
 
 @pytest.mark.parametrize(

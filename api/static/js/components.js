@@ -52,6 +52,7 @@ function entryCard(entry) {
     h("h3", {}, h("code", {}, entry.name)),
     h("p", {}, entry.summary ?? ""),
     entry.paper ? h("p", { class: "paper" }, "Paper: ", h("cite", {}, entry.paper)) : null,
+    entry.tasks ? h("p", { class: "tasks" }, `Data: ${entry.tasks.join(", ")}`) : null,
     h(
       "details",
       {},
