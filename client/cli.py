@@ -359,9 +359,13 @@ def run(
 @handled
 def upload(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".npz or .csv")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help=".npz, .csv or .parquet")
+    ],
     name: Annotated[str | None, typer.Option(help="default: the file's name")] = None,
-    format: Annotated[str | None, typer.Option(help="npz or csv; default: the extension")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="npz, csv or parquet; default: the extension")
+    ] = None,
 ) -> None:
     """Upload a data set file; prints its id, to use as `data: {name: upload, dataset: ID}`."""
     with _client(ctx) as client:

@@ -240,7 +240,7 @@ class Client:
     def upload_dataset(
         self, path: Path, *, name: str | None = None, format: str | None = None
     ) -> dict[str, Any]:
-        """Upload an .npz or .csv file as the raw body; its id goes in `data.dataset`.
+        """Upload an .npz, .csv or .parquet file as the raw body; its id goes in `data.dataset`.
 
         The bytes are read once so that a retried request sends them again in full.
         """

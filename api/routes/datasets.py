@@ -1,7 +1,7 @@
 """/v1/datasets: upload a data set file (the raw body, up to a size limit) and list the team's.
 
 `POST /v1/datasets?name=train.npz` with the file's bytes as the body (any content type); the
-format comes from the name's extension, or from `format=npz|csv`. The body is streamed to a
+format comes from the name's extension, or from `format=npz|csv|parquet`. The body is streamed to a
 temporary file and refused with 413 as soon as it passes REGIMEN_MAX_UPLOAD_BYTES.
 """
 
@@ -62,7 +62,9 @@ async def upload_dataset(
     settings: SettingsDep,
     store: StoreDep,
     name: Annotated[str, Query(min_length=1, max_length=200, description="e.g. train.npz")],
-    format: Annotated[str | None, Query(description="npz or csv; default: the extension")] = None,
+    format: Annotated[
+        str | None, Query(description="npz, csv or parquet; default: the extension")
+    ] = None,
 ) -> DatasetOut:
     limit = settings.max_upload_bytes
     try:

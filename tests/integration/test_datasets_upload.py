@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -205,6 +207,36 @@ def test_jobs_may_only_name_the_teams_data_sets(
         assert error["path"] == "data.dataset" and "no data set" in error["message"]
 
 
+def parquet(columns: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+def test_a_parquet_table_is_a_data_set_that_trains(
+    client: TestClient,
+    auth: dict[str, str],
+    session_factory: SessionFactory,
+    team_id: uuid.UUID,
+    store: ArtifactStore,
+) -> None:
+    x, y = blobs(seed=5)
+    columns = {f"f{i}": pa.array(x[:, i]) for i in range(x.shape[1])}
+    columns["label"] = pa.array(y)  # the target by name, not by position
+    columns = {"label": columns.pop("label"), **columns}
+    response = upload(client, auth, parquet(columns), "blobs.parquet")
+    assert response.status_code == 201, response.text
+    info = response.json()["info"]
+    assert info["task"] == "classification" and info["num_classes"] == 3
+    assert info["input_shape"] == [6] and info["samples"] == len(y)
+    assert response.json()["format"] == "parquet"
+    result = train(
+        parse_spec(job_spec(response.json()["id"])),
+        resolve_dataset=dataset_resolver(session_factory, team_id, store),
+    )
+    assert result.status == "completed" and result.final_metrics["val_accuracy"] > 0.9
+
+
 def ragged_npz() -> bytes:
     ragged = np.empty(2, dtype=object)
     ragged[0], ragged[1] = [1.0, 2.0], [3.0]
@@ -241,7 +273,21 @@ BAD_FILES: list[tuple[str, bytes, str, int, str]] = [
     ("not a zip", b"\x80\x04K\x01.", "f.npz", 422, "not an .npz file"),
     ("ragged csv", b"a,b,y\n1,2,0\n3,1\n4,5,1\n", "f.csv", 422, "line 3 has 2 fields"),
     ("text in csv", b"a,b,y\n1,2,0\n3,x,1\n4,5,1\n", "f.csv", 422, "'x' is not a number"),
-    ("parquet", b"PAR1", "f.parquet", 400, "pyarrow"),
+    ("not parquet", b"PAR1 not really", "f.parquet", 422, "not a .parquet file"),
+    (
+        "text in parquet",
+        parquet({"a": pa.array(["x", "y"]), "y": pa.array([0, 1])}),
+        "f.parquet",
+        422,
+        "column 'a' has type string",
+    ),
+    (
+        "missing values in parquet",
+        parquet({"a": pa.array([1.0, None, 2.0]), "y": pa.array([0, 1, 0])}),
+        "f.parquet",
+        422,
+        "missing values",
+    ),
     ("no extension", b"x", "data", 400, "extension"),
 ]
 

@@ -1,8 +1,10 @@
 """`upload`: a data set the team uploaded (`POST /v1/datasets`), read back by the trainer.
 
 Formats: .npz with arrays `x` and `y` (read with allow_pickle=False, so a pickled object array
-is refused, never loaded) and .csv with a header row (the `y` or `label` column is the target,
-the others are features). Parquet would need pyarrow, which is not installed.
+is refused, never loaded); .csv with a header row and .parquet (a table), in both of which the
+`y` or `label` column (else the last) is the target and the others are features. Parquet's
+column types are checked from its schema before any data is read: numbers only, so no
+extension type (whose Python form would be a pickle) is ever deserialised.
 `x`: float or integer features, shape (N, ...) with 1 to 3 feature dimensions; `y`: integer
 labels 0..C-1 (classification, shape (N,)) or float targets (regression, (N,) or (N, k)); no NaN
 or infinity. The same checks run when the file is uploaded and when a job reads it.
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from pydantic import Field
 
@@ -28,7 +32,7 @@ from trainlib.data import DataBundle, DataInfo, Task
 from trainlib.errors import DataError
 from trainlib.registries import DATASETS
 
-FORMATS = ("npz", "csv")
+FORMATS = ("npz", "csv", "parquet")
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 MAX_CLASSES = 100_000
 TARGET_COLUMNS = ("y", "label")
@@ -64,19 +68,22 @@ class Arrays:
 
 def check_format(fmt: str) -> str:
     fmt = fmt.lower().lstrip(".")
-    if fmt == "parquet":
-        raise UploadError(
-            "parquet needs pyarrow, which this server does not have; upload .npz or .csv"
-        )
     if fmt not in FORMATS:
-        raise UploadError(f"unsupported format {fmt!r}; upload .npz (arrays x, y) or .csv")
+        raise UploadError(
+            f"unsupported format {fmt!r}; upload .npz (arrays x, y), .csv or .parquet"
+        )
     return fmt
 
 
 def read_upload(path: Path, fmt: str, max_unpacked_bytes: int = 2**30) -> Arrays:
     """Read and validate a stored or incoming file; raises UploadError with the reason."""
     fmt = check_format(fmt)
-    x, y = _read_npz(path, max_unpacked_bytes) if fmt == "npz" else _read_csv(path)
+    if fmt == "npz":
+        x, y = _read_npz(path, max_unpacked_bytes)
+    elif fmt == "parquet":
+        x, y = _read_parquet(path, max_unpacked_bytes)
+    else:
+        x, y = _read_csv(path)
     return validate(x, y)
 
 
@@ -137,6 +144,35 @@ def _read_csv(path: Path) -> tuple[np.ndarray[Any, Any], ...]:
     return np.array(features, dtype=np.float64), y
 
 
+def _read_parquet(path: Path, max_unpacked_bytes: int) -> tuple[np.ndarray[Any, Any], ...]:
+    try:
+        meta = pq.read_metadata(path)
+        schema = meta.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as exc:
+        raise UploadError(f"not a .parquet file: {exc}") from None
+    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if unpacked > max_unpacked_bytes:
+        raise UploadError(f"the table unpacks to {unpacked} bytes, over {max_unpacked_bytes}")
+    names = list(schema.names)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise UploadError("the .parquet needs uniquely named feature columns and a y column")
+    for column in schema:
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise UploadError(
+                f"column {column.name!r} has type {column.type}; every column must hold numbers"
+            )
+    target = next((name for name in names if name in TARGET_COLUMNS), names[-1])
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UploadError(f"unreadable .parquet: {exc}") from None
+    missing = [name for name in names if table.column(name).null_count]
+    if missing:
+        raise UploadError(f"columns {missing} have missing values; fill or drop those rows")
+    features = [table.column(name).to_numpy() for name in names if name != target]
+    return np.column_stack(features).astype(np.float64), table.column(target).to_numpy()
+
+
 def _number(cell: str, line: int, column: str) -> float:
     try:
         return float(cell)
@@ -187,7 +223,7 @@ class UploadSettings(ClassificationSettings):
 @DATASETS.register(
     "upload",
     settings=UploadSettings,
-    summary="a data set your team uploaded (.npz or .csv), by id",
+    summary="a data set your team uploaded (.npz, .csv or .parquet), by id",
 )
 def build_upload(
     s: UploadSettings, seed: int, resolve_dataset: DatasetResolver | None = None
