@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -91,12 +92,9 @@ class CausalSelfAttention(nn.Module):
             k = F.normalize(k, dim=-1)
             scale = 1.0
         dropout = self.dropout if self.training else 0.0
-        if self.twice_differentiable:
-            with sdpa_kernel(SDPBackend.MATH):
-                out = F.scaled_dot_product_attention(
-                    q, k, v, dropout_p=dropout, is_causal=True, scale=scale
-                )
-        else:
+        # a double backward (grad_norm_penalty) needs the math kernel: the fused ones have none
+        kernel = sdpa_kernel(SDPBackend.MATH) if self.twice_differentiable else nullcontext()
+        with kernel:
             out = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout, is_causal=True, scale=scale
             )
